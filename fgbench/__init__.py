@@ -1,0 +1,63 @@
+"""fgbench: one harness, one protocol, one evaluation for fine-grained deep hashing.
+
+This module is the public API for plugin authors; everything a method plugin
+needs is importable from here.  Anything not listed in ``__all__`` is internal
+and may change without notice.
+"""
+
+from fgbench.backbones import Backbone, build_backbone
+from fgbench.data.base import (
+    ArraySplit,
+    DatasetError,
+    DatasetSpec,
+    DatasetStatus,
+    ExpectedSizes,
+    RetrievalDataset,
+    Split,
+)
+from fgbench.hookspecs import API_VERSION, hookimpl, hookspec
+from fgbench.losses import CodeMemory, label_smoothing_ce
+from fgbench.methods import (
+    STANDARD_BITS,
+    Batch,
+    BuildContext,
+    HashingModel,
+    MethodSpec,
+    PaperResult,
+    TrainContext,
+)
+from fgbench.metrics.base import MetricSpec
+from fgbench.metrics.retrieval import RetrievalEvaluation, evaluate_codes, mean_average_precision
+from fgbench.protocol import Protocol
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "API_VERSION",
+    "ArraySplit",
+    "Backbone",
+    "Batch",
+    "BuildContext",
+    "CodeMemory",
+    "DatasetError",
+    "DatasetSpec",
+    "DatasetStatus",
+    "ExpectedSizes",
+    "HashingModel",
+    "MethodSpec",
+    "MetricSpec",
+    "PaperResult",
+    "Protocol",
+    "RetrievalDataset",
+    "RetrievalEvaluation",
+    "STANDARD_BITS",
+    "Split",
+    "TrainContext",
+    "__version__",
+    "build_backbone",
+    "evaluate_codes",
+    "hookimpl",
+    "hookspec",
+    "label_smoothing_ce",
+    "mean_average_precision",
+]

@@ -1,0 +1,59 @@
+"""Loss building blocks shared by several methods (public API).
+
+* :class:`CodeMemory` — a memory of the whole training set's relaxed or
+  binary codes, indexed by training-set position (DPSH's U, CMBH's previous
+  epoch codes B and class-mean codes, ADSH/ExchNet's database codes V).
+* :func:`label_smoothing_ce` — cross-entropy with label smoothing (CNET,
+  Multi-FusNet).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class CodeMemory(nn.Module):
+    """Codes of every training image, ``(num_train, bits)``, kept as a buffer.
+
+    Stored in the model's state dict (so checkpoints carry it).  ``update``
+    writes a batch of rows; ``binary()`` returns ``sign`` with 0 mapped to +1;
+    ``class_means(labels, num_classes)`` averages rows per class.
+    """
+
+    def __init__(self, num_train: int, bits: int, init: str = "zeros", generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        if init == "zeros":
+            codes = torch.zeros(num_train, bits)
+        elif init == "sign-random":
+            codes = torch.where(torch.rand(num_train, bits, generator=generator) > 0.5, 1.0, -1.0)
+        else:
+            raise ValueError(f"unknown init {init!r}")
+        self.register_buffer("codes", codes)
+
+    @torch.no_grad()
+    def update(self, indices: torch.Tensor, values: torch.Tensor) -> None:
+        self.codes[indices.to(self.codes.device)] = values.detach().to(self.codes.dtype)
+
+    @torch.no_grad()
+    def replace(self, values: torch.Tensor) -> None:
+        self.codes.copy_(values.detach().to(self.codes.dtype))
+
+    def binary(self) -> torch.Tensor:
+        return torch.where(self.codes >= 0, 1.0, -1.0).to(self.codes.dtype)
+
+    @torch.no_grad()
+    def class_means(self, labels: torch.Tensor, num_classes: int, binary: bool = True) -> torch.Tensor:
+        """Per-class mean of the (binary) codes: ``(num_classes, bits)``."""
+        codes = self.binary() if binary else self.codes
+        labels = labels.to(codes.device).long()
+        sums = torch.zeros(num_classes, codes.shape[1], device=codes.device, dtype=codes.dtype)
+        sums.index_add_(0, labels, codes)
+        counts = torch.bincount(labels, minlength=num_classes).clamp_min(1).to(codes.dtype)
+        return sums / counts[:, None]
+
+
+def label_smoothing_ce(logits: torch.Tensor, labels: torch.Tensor, smoothing: float = 0.1) -> torch.Tensor:
+    """Cross-entropy with label smoothing ``smoothing`` (0 = plain CE)."""
+    return F.cross_entropy(logits.float(), labels, label_smoothing=smoothing)

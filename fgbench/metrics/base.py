@@ -1,0 +1,36 @@
+"""The metric interface: :class:`MetricSpec` and what a metric receives."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:  # pragma: no cover
+    from fgbench.metrics.retrieval import RetrievalEvaluation
+
+METRIC_NAME_RE = re.compile(r"^[a-z][a-z0-9_@\-.]*$")
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """A retrieval metric computed for every run.
+
+    ``compute(evaluation)`` receives a
+    :class:`~fgbench.metrics.retrieval.RetrievalEvaluation` (per-query Hamming
+    distance histograms of all and of relevant database items, from which
+    every ranking metric with the documented tie rule follows) and returns a
+    float.
+    """
+
+    name: str
+    summary: str
+    compute: Callable[["RetrievalEvaluation"], float]
+    higher_is_better: bool = True
+    source: str = ""
+
+    def validate(self) -> None:
+        if not isinstance(self.name, str) or not METRIC_NAME_RE.match(self.name):
+            raise ValueError(f"invalid metric name {self.name!r}")
+        if not callable(self.compute):
+            raise ValueError(f"metric {self.name!r}: compute must be callable")

@@ -1,0 +1,272 @@
+"""The plugin manager: built-in plugins plus setuptools entry points (group ``fgbench``).
+
+Built-in datasets and metrics are ordinary plugin modules listed in
+:data:`DEFAULT_PLUGINS` and registered through the same hooks as external
+plugins.  Methods come from installed distributions that declare::
+
+    [project.entry-points.fgbench]
+    mymethod = "my_package"
+
+A plugin that fails to import, or whose hook raises or registers an invalid
+spec, is recorded in :attr:`Registry.failures` (``fgbench list`` shows it)
+and skipped; the others keep working.  Two plugins claiming one name is a
+:class:`DuplicateNameError` naming both sources.
+
+Environment switches: ``FGBENCH_DISABLE_PLUGIN_AUTOLOAD=1`` loads only the
+built-ins; ``FGBENCH_DISABLE_PLUGINS=a,b`` skips the named entry points.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import importlib.metadata as md
+import os
+import warnings
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any, Callable, Generic, Iterable, TypeVar
+
+import pluggy
+
+from fgbench import hookspecs
+from fgbench.data.base import DatasetSpec
+from fgbench.methods import MethodSpec
+from fgbench.metrics.base import MetricSpec
+
+DEFAULT_PLUGINS: tuple[str, ...] = (
+    "fgbench.data.embedded",
+    "fgbench.metrics.builtin",
+)
+ENTRY_POINT_GROUP = "fgbench"
+
+T = TypeVar("T")
+
+
+class PluginError(Exception):
+    """Base class of plugin/registry errors (one-line messages)."""
+
+
+class DuplicateNameError(PluginError):
+    """Two plugins registered the same name."""
+
+
+class UnknownNameError(PluginError, KeyError):
+    """A name that no plugin registered; the message lists close and valid names."""
+
+    def __str__(self) -> str:  # KeyError quotes its message otherwise
+        return str(self.args[0])
+
+
+@dataclass(frozen=True)
+class PluginFailure:
+    """A plugin that was skipped: its name, where it came from, and why."""
+
+    plugin: str
+    source: str
+    reason: str
+
+
+class NamedRegistry(Generic[T]):
+    """Name -> spec with duplicate detection and helpful lookup errors."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._items: dict[str, T] = {}
+        self.conflicts: dict[str, str] = {}
+
+    def add(self, spec: T, source: str) -> None:
+        """Add ``spec``; a name taken twice becomes unusable and raises on lookup.
+
+        Raises :class:`DuplicateNameError` (the caller records it as a failure).
+        """
+        name = spec.name  # type: ignore[attr-defined]
+        if name in self._items or name in self.conflicts:
+            other = getattr(self._items.pop(name, None), "source", None) or self.conflicts[name].split(" and ")[0]
+            msg = f"{self.kind} {name!r} is registered by both {other} and {source}; uninstall one of them"
+            self.conflicts[name] = msg
+            raise DuplicateNameError(msg)
+        self._items[name] = spec
+
+    def get(self, name: str) -> T:
+        if name in self.conflicts:
+            raise DuplicateNameError(self.conflicts[name])
+        if name not in self._items:
+            close = difflib.get_close_matches(name, list(self._items), n=3, cutoff=0.5)
+            hint = f" Did you mean {', '.join(close)}?" if close else ""
+            raise UnknownNameError(f"Unknown {self.kind} {name!r}.{hint} Available: {', '.join(sorted(self._items)) or '(none)'}")
+        return self._items[name]
+
+    def names(self) -> list[str]:
+        return sorted(self._items)
+
+    def values(self) -> list[T]:
+        return [self._items[n] for n in self.names()]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._items
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+@dataclass
+class Registry:
+    """What the loaded plugins registered, plus the failures."""
+
+    methods: NamedRegistry[MethodSpec] = field(default_factory=lambda: NamedRegistry("method"))
+    datasets: NamedRegistry[DatasetSpec] = field(default_factory=lambda: NamedRegistry("dataset"))
+    metrics: NamedRegistry[MetricSpec] = field(default_factory=lambda: NamedRegistry("metric"))
+    failures: list[PluginFailure] = field(default_factory=list)
+
+
+def _distribution_of(ep: md.EntryPoint) -> str:
+    dist = getattr(ep, "dist", None)
+    return f"{dist.name} {dist.version}" if dist is not None else ep.value
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def make_plugin_manager() -> pluggy.PluginManager:
+    pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+    pm.add_hookspecs(hookspecs)
+    return pm
+
+
+def _check_api_version(plugin: Any, source: str) -> None:
+    target = getattr(plugin, "FGBENCH_API_VERSION", None)
+    if target is not None and int(target) != hookspecs.API_VERSION:
+        newer = "newer" if int(target) > hookspecs.API_VERSION else "older"
+        warnings.warn(
+            f"plugin {source} targets fgbench API version {target}, this fgbench has {hookspecs.API_VERSION} "
+            f"({newer}); it may not work as intended",
+            stacklevel=3,
+        )
+
+
+class PluginHost:
+    """Loads plugins and collects their registrations into a :class:`Registry`."""
+
+    def __init__(self) -> None:
+        self.pm = make_plugin_manager()
+        self.registry = Registry()
+        self._sources: dict[int, str] = {}
+
+    # ------------------------------------------------------------------ loading
+    def register_plugin(self, plugin: Any, name: str | None = None, source: str | None = None) -> None:
+        """Register a plugin object/module and collect what it registers.
+
+        A plugin whose hooks raise, or that registers an invalid spec, is
+        recorded as a failure and unregistered.
+        """
+        pname = name or getattr(plugin, "__name__", None) or repr(plugin)
+        src = source or pname
+        if self.pm.is_registered(plugin) or self.pm.has_plugin(pname):
+            return
+        _check_api_version(plugin, src)
+        try:
+            self.pm.register(plugin, name=pname)
+            self.pm.check_pending()
+        except Exception as exc:  # noqa: BLE001 - pluggy raises several types
+            if self.pm.is_registered(plugin):
+                self.pm.unregister(plugin)
+            self.registry.failures.append(PluginFailure(pname, src, _short(exc)))
+            return
+        self._collect(plugin, pname, src)
+
+    def _collect(self, plugin: Any, pname: str, src: str) -> None:
+        staged: list[tuple[NamedRegistry, Any]] = []
+
+        def stage(reg: NamedRegistry, spec_type: type) -> Callable[[Any], None]:
+            def register(spec: Any) -> None:
+                if not isinstance(spec, spec_type):
+                    raise PluginError(f"register() expects a {spec_type.__name__}, got {type(spec).__name__}")
+                spec.validate()
+                staged.append((reg, spec))
+
+            return register
+
+        hooks = (
+            ("register_methods", self.registry.methods, MethodSpec),
+            ("register_datasets", self.registry.datasets, DatasetSpec),
+            ("register_metrics", self.registry.metrics, MetricSpec),
+        )
+        try:
+            for hook_name, reg, spec_type in hooks:
+                impls = [i for i in getattr(self.pm.hook, hook_name).get_hookimpls() if i.plugin is plugin]
+                for impl in impls:
+                    impl.function(**{a: stage(reg, spec_type) for a in impl.argnames})
+        except Exception as exc:  # noqa: BLE001
+            self.pm.unregister(plugin)
+            self.registry.failures.append(PluginFailure(pname, src, _short(exc)))
+            return
+        for reg, spec in staged:
+            try:
+                reg.add(_with_source(spec, src), src)
+            except DuplicateNameError as exc:
+                self.registry.failures.append(PluginFailure(pname, src, str(exc)))
+
+    def load_builtins(self) -> None:
+        for modname in DEFAULT_PLUGINS:
+            self.register_plugin(importlib.import_module(modname), name=modname, source="fgbench (built-in)")
+
+    def load_entry_points(self, disabled: Iterable[str] = ()) -> None:
+        disabled = set(disabled)
+        try:
+            eps = md.entry_points(group=ENTRY_POINT_GROUP)
+        except TypeError:  # pragma: no cover - very old importlib.metadata
+            eps = md.entry_points().get(ENTRY_POINT_GROUP, [])
+        seen: set[tuple[str, str]] = set()
+        for ep in sorted(eps, key=lambda e: (e.name, e.value)):
+            if ep.name in disabled or (ep.name, ep.value) in seen:
+                continue
+            seen.add((ep.name, ep.value))
+            source = _distribution_of(ep)
+            try:
+                plugin = ep.load()
+            except Exception as exc:  # noqa: BLE001 - any import error
+                self.registry.failures.append(PluginFailure(ep.name, source, _short(exc)))
+                continue
+            self.register_plugin(plugin, name=ep.name, source=source)
+
+
+def _with_source(spec: Any, source: str) -> Any:
+    if getattr(spec, "source", None):
+        return spec
+    import dataclasses
+
+    return dataclasses.replace(spec, source=source)
+
+
+_HOST: PluginHost | None = None
+
+
+def load_plugins(autoload: bool | None = None, extra: Iterable[ModuleType | Any] = ()) -> PluginHost:
+    """A new host with the built-ins, the entry points (unless disabled) and ``extra`` plugins."""
+    host = PluginHost()
+    host.load_builtins()
+    if autoload is None:
+        autoload = os.environ.get("FGBENCH_DISABLE_PLUGIN_AUTOLOAD", "") not in ("1", "true", "yes")
+    if autoload:
+        disabled = [p.strip() for p in os.environ.get("FGBENCH_DISABLE_PLUGINS", "").split(",") if p.strip()]
+        host.load_entry_points(disabled)
+    for plugin in extra:
+        host.register_plugin(plugin)
+    return host
+
+
+def get_host(reload: bool = False) -> PluginHost:
+    """The process-wide host (loaded on first use)."""
+    global _HOST
+    if _HOST is None or reload:
+        _HOST = load_plugins()
+    return _HOST
+
+
+def set_host(host: PluginHost | None) -> None:
+    """Replace the process-wide host (used by :mod:`fgbench.testing`)."""
+    global _HOST
+    _HOST = host
