@@ -88,13 +88,22 @@ def build_backbone(name: str = "resnet50", weights: str = "imagenet") -> Backbon
         name: one of :data:`BACKBONES`.
         weights: ``"imagenet"`` (torchvision weights API; falls back to random
             init with the reason recorded when they cannot be had), ``"random"``,
-            or a path to a ``state_dict`` file of the torchvision model.
+            ``"pretext:<size>"`` (pretrained on the disjoint synthetic pretext
+            set at ``size`` px, see :mod:`fgbench.pretext`), or a path to a
+            ``state_dict`` file of the torchvision model.
     """
     if name not in BACKBONES:
         raise BackboneError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
     model = BACKBONES[name][0](weights=None)
     if weights == "random":
         source = "random"
+    elif weights.startswith("pretext"):
+        from fgbench.pretext import pretext_weights
+
+        size = int(weights.split(":", 1)[1]) if ":" in weights else 48
+        path = pretext_weights(name, size)
+        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=False)
+        source = f"pretext:{path.name}"
     elif weights == "imagenet":
         state, source = _imagenet_state_dict(name)
         if state is None:

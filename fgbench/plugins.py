@@ -36,6 +36,7 @@ from fgbench.metrics.base import MetricSpec
 
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "fgbench.data.embedded",
+    "fgbench.data.real",
     "fgbench.metrics.builtin",
 )
 ENTRY_POINT_GROUP = "fgbench"

@@ -1,0 +1,40 @@
+"""``fgbench profile``: encode-path cost of methods, beside paper-reported cost."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from fgbench.backbones import BackboneFactory
+from fgbench.methods import BuildContext
+from fgbench.metrics.cost import encode_cost
+from fgbench.plugins import Registry
+from fgbench.protocol import Protocol
+
+
+def profile_methods(registry: Registry, methods: Sequence[str], bits: Sequence[int], backbone: str, input_size: int,
+                    num_classes: int, method_sets: dict[str, dict[str, str]] | None = None) -> list[dict[str, Any]]:
+    """One row per (method, bits): measured params/FLOPs and the paper's, when reported."""
+    rows = []
+    protocol = Protocol(backbone=backbone, weights="random", input_size=input_size,
+                        resize_size=max(input_size, int(input_size * 256 / 224)))
+    labels = np.arange(num_classes).repeat(2)
+    for name in methods:
+        spec = registry.methods.get(name)
+        config = spec.make_config((method_sets or {}).get(name))
+        for b in bits:
+            ctx = BuildContext(bits=b, num_classes=num_classes, num_train=len(labels), train_labels=labels,
+                               protocol=protocol, config=config, dataset="profile", seed=0,
+                               backbone_factory=BackboneFactory(backbone, "random"))
+            model = spec.build(ctx)
+            cost = encode_cost(model, input_size)
+            paper_p = paper_f = ""
+            for res in spec.paper_results:
+                key = f"{backbone}@{b}"
+                if key in res.params_m:
+                    paper_p, paper_f = f"{res.params_m[key]:.2f}", f"{res.flops_g.get(key, float('nan')):.2f}"
+            rows.append({"method": name, "bits": b, "params (M)": f"{cost.params_m:.2f}",
+                         "FLOPs (G MACs)": f"{cost.flops_g:.3f}", "paper params (M)": paper_p,
+                         "paper FLOPs (G)": paper_f})
+    return rows

@@ -1,0 +1,83 @@
+"""Test helpers for fgbench itself and for plugin authors (public, stable).
+
+* :func:`registered_plugin` — register a plugin object/module for one test.
+* :func:`tiny_embedded` — a tiny embedded dataset spec (CPU, seconds).
+* :func:`build_context` / :func:`random_batch` — build a method's model on
+  small random inputs and feed it a batch, to test shapes and losses.
+* :func:`train_steps` — a few optimizer steps through the real harness loop
+  pieces, returning the losses (to check they are finite and decreasing).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+from fgbench.backbones import BackboneFactory
+from fgbench.data.base import DatasetSpec
+from fgbench.data.embedded import EmbeddedConfig, embedded_spec
+from fgbench.methods import Batch, BuildContext, HashingModel, MethodSpec
+from fgbench.plugins import PluginHost, get_host, load_plugins, set_host
+from fgbench.protocol import Protocol
+
+TINY = EmbeddedConfig(genera=2, species=2, train_per_class=6, test_per_class=3, image_size=32, seed=0)
+
+
+@contextlib.contextmanager
+def registered_plugin(*plugins: Any, autoload: bool = False) -> Iterator[PluginHost]:
+    """A fresh process-wide plugin host with the built-ins and ``plugins`` (entry points only if ``autoload``)."""
+    previous = get_host()
+    host = load_plugins(autoload=autoload, extra=plugins)
+    set_host(host)
+    try:
+        yield host
+    finally:
+        set_host(previous)
+
+
+def tiny_embedded(name: str = "tiny", cfg: EmbeddedConfig = TINY, **overrides: Any) -> DatasetSpec:
+    """A tiny embedded dataset (4 classes, 24 train / 12 test images, 32 px) with a 1-epoch random-init protocol."""
+    import dataclasses
+
+    spec = embedded_spec(cfg, name=name)
+    fair = dict(spec.fair_overrides)
+    fair.update({"weights": "random", "epochs": 1, "batch_size": 8, "bits": (8,), "eval_batch_size": 16})
+    fair.update(overrides)
+    return dataclasses.replace(spec, fair_overrides=fair)
+
+
+def build_context(spec: MethodSpec, bits: int = 12, num_classes: int = 4, num_train: int = 16,
+                  input_size: int = 64, backbone: str = "resnet18", config: Any = None, seed: int = 0) -> BuildContext:
+    """A BuildContext for small CPU tests (random-init backbone)."""
+    labels = np.arange(num_train) % num_classes
+    protocol = Protocol(backbone=backbone, weights="random", input_size=input_size,
+                        resize_size=input_size + input_size // 8, bits=(bits,))
+    return BuildContext(bits=bits, num_classes=num_classes, num_train=num_train, train_labels=labels,
+                        protocol=protocol, config=config if config is not None else spec.config_cls(),
+                        dataset="test", seed=seed, backbone_factory=BackboneFactory(backbone, "random"))
+
+
+def random_batch(ctx: BuildContext, batch_size: int = 4, seed: int = 0) -> Batch:
+    """A batch of random images with labels/indices consistent with ``ctx``."""
+    g = torch.Generator().manual_seed(seed)
+    size = ctx.protocol.input_size
+    indices = torch.randperm(ctx.num_train, generator=g)[:batch_size]
+    labels = torch.as_tensor(ctx.train_labels)[indices].long()
+    return Batch(torch.randn(len(indices), 3, size, size, generator=g), labels, indices)
+
+
+def train_steps(model: HashingModel, batch: Batch, steps: int = 5, lr: float = 1e-3) -> list[float]:
+    """Run ``steps`` Adam steps on one fixed batch; return the loss after each (for monotonicity checks)."""
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
+    model.train()
+    losses = []
+    for _ in range(steps):
+        loss, _parts = model.loss(model(batch.images), batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    return losses
