@@ -208,13 +208,13 @@ def _select_datasets(reg: Any, given: str | None, root: Path) -> list[str]:
         for n in names:
             reg.datasets.get(n)
         return names
-    available, missing = [], []
-    for spec in reg.datasets.values():
-        status = spec.status(root)
-        (available if status.available else missing).append((spec.name, status.message))
+    from fgbench.data.availability import available_datasets
+
+    real, missing = available_datasets(reg, root)
     for name, reason in missing:
-        click.echo(f"skipping dataset {name}: {reason}", err=True)
-    return [n for n, _ in available]
+        click.echo(f"skipping dataset {name}: {reason} (see `fgbench data list`)", err=True)
+    synthetic = [spec.name for spec in reg.datasets.values() if spec.kind != "real"]
+    return synthetic + real
 
 
 def _check_results_dir(results: Path) -> None:

@@ -1,0 +1,109 @@
+"""End-to-end CLI: run + leaderboard on a tiny embedded dataset, resume, one-line errors."""
+
+from __future__ import annotations
+
+import json
+
+import shutil
+
+import pytest
+from click.testing import CliRunner
+
+from conftest import TOY_SPEC, make_plugin
+from fgbench.cli import main
+from fgbench.testing import registered_plugin, tiny_embedded
+
+TINY_RUN = ["run", "--methods", "toy", "--datasets", "tiny", "--bits", "8,16", "--seeds", "0,1", "-q"]
+
+
+def invoke(*args: str):  # type: ignore[no-untyped-def]
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def host():  # type: ignore[no-untyped-def]
+    with registered_plugin(make_plugin("toy-plugin", methods=[TOY_SPEC], datasets=[tiny_embedded()])) as h:
+        yield h
+
+
+@pytest.fixture(scope="module")
+def tiny_run(host, tmp_path_factory):  # type: ignore[no-untyped-def]
+    """One tiny grid run shared by the tests below: (results dir, CLI output)."""
+    results = tmp_path_factory.mktemp("results")
+    res = invoke(*TINY_RUN, "--results", str(results))
+    assert res.exit_code == 0, res.output
+    return results, res.output
+
+
+def test_run_writes_records_and_prints_leaderboard(tiny_run) -> None:  # type: ignore[no-untyped-def]
+    tmp_path, output = tiny_run
+    records = sorted(tmp_path.rglob("*.json"))
+    assert [p.name for p in records] == ["bits16-seed0.json", "bits16-seed1.json", "bits8-seed0.json",
+                                         "bits8-seed1.json"]
+    rec = json.loads(records[0].read_text())
+    assert rec["protocol"]["backbone"] == "resnet18" and rec["protocol"]["input_size"] == 32
+    assert rec["backbone_weights"] == "random"
+    assert 0.0 <= rec["metrics"]["map"] <= 1.0 and {"p@10", "p@100", "p@r2"} <= set(rec["metrics"])
+    assert rec["cost"]["params_m"] > 11 and rec["cost"]["input_size"] == 224
+    assert rec["model_selection"].startswith("final epoch")
+    assert rec["num_database"] == 24 and rec["num_query"] == 12 and len(rec["per_query_ap"]) == 12
+    assert {"torch", "fgbench", "device"} <= set(rec["environment"])
+    assert "| toy" in output and "(n=2)" in output
+    assert not list(tmp_path.rglob("*.tmp")) and not list(tmp_path.rglob("*.ckpt"))
+
+
+def test_rerun_skips_finished_jobs(tiny_run, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    shutil.copytree(tiny_run[0], tmp_path, dirs_exist_ok=True)
+    before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.json")}
+    (next(iter(before))).unlink()
+    res = invoke(*TINY_RUN, "--results", str(tmp_path))
+    assert "3 already done, 1 to run" in res.output
+    after = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.json")}
+    assert sum(after[p] != t for p, t in before.items() if p in after) == 1
+
+
+def test_leaderboard_write_is_byte_identical(tiny_run, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    invoke("leaderboard", "--results", str(tiny_run[0]), "--write", str(tmp_path / "a"))
+    invoke("leaderboard", "--results", str(tiny_run[0]), "--write", str(tmp_path / "b"))
+    files = sorted(p.name for p in (tmp_path / "a").iterdir())
+    assert files == ["tiny.csv", "tiny.md"]
+    for name in files:
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    assert "mAP@8" in (tmp_path / "a" / "tiny.md").read_text()
+
+
+def _error(*args: str) -> str:
+    res = CliRunner().invoke(main, list(args))
+    assert res.exit_code != 0
+    assert "Traceback" not in res.output
+    lines = [line for line in res.output.strip().splitlines() if line.strip()]
+    assert lines, res.output
+    return lines[-1]
+
+
+def test_bad_input_gives_one_line_errors(host, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    assert "Did you mean toy" in _error("run", "--methods", "tyo", "--results", str(tmp_path))
+    assert "Unknown dataset 'cbu'" in _error("run", "--methods", "toy", "--datasets", "cbu")
+    assert "--bits 2" in _error("run", "--methods", "toy", "--datasets", "tiny", "--bits", "2",
+                                "--results", str(tmp_path))
+    assert "unknown option(s) nope" in _error("run", "--methods", "toy", "--datasets", "tiny", "--set", "toy.nope=1",
+                                              "--results", str(tmp_path))
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert "not a directory" in _error("leaderboard", "--results", str(blocker))
+    assert "does not exist" in _error("leaderboard", "--results", str(tmp_path / "nothing"))
+    assert "no such file" in _error("run", "--methods", "toy", "--datasets", "tiny", "--backbone-weights",
+                                    str(tmp_path / "w.pt"))
+
+
+def test_list_and_profile(host) -> None:  # type: ignore[no-untyped-def]
+    out = invoke("list").output
+    assert "toy" in out and "tiny" in out and "map" in out
+    out = invoke("profile", "--methods", "toy", "--bits", "12", "--backbone", "resnet18").output
+    assert "11.18" in out and "1.814" in out   # ResNet-18 trunk + 512x12 hash layer; no classifier
+
+
+def test_help_is_available_for_every_command() -> None:
+    for cmd in ("run", "list", "profile", "leaderboard", "data"):
+        res = CliRunner().invoke(main, [cmd, "--help"])
+        assert res.exit_code == 0 and "Usage" in res.output

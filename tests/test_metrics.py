@@ -1,0 +1,148 @@
+"""Exactness of mAP@all / P@k / radius precision against independent references."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from fgbench.metrics.hamming_kernels import histograms_cpu, histograms_torch, pack_codes
+from fgbench.metrics.reference import ap_of_ranking, expected_ap_by_enumeration, hamming, map_by_sort
+from fgbench.metrics.retrieval import MetricInputError, evaluate_codes, mean_average_precision
+
+
+def random_codes(rng: np.random.Generator, n: int, bits: int) -> np.ndarray:
+    return np.where(rng.random((n, bits)) > 0.5, 1.0, -1.0)
+
+
+def test_tie_free_matches_per_query_sort() -> None:
+    # each query sees database items at distances 0..K exactly once: no ties at all
+    rng = np.random.default_rng(1)
+    bits = 16
+    for trial in range(5):
+        q = random_codes(rng, 1, bits)
+        db = np.repeat(q, bits + 1, axis=0)
+        for d in range(bits + 1):
+            flip = rng.permutation(bits)[:d]
+            db[d, flip] *= -1
+        perm = rng.permutation(bits + 1)
+        db = db[perm]
+        labels = rng.integers(0, 3, bits + 1)
+        q_label = np.array([labels[rng.integers(0, bits + 1)]])
+        assert len(np.unique(hamming(q, db))) == bits + 1
+        ours = mean_average_precision(q, db, q_label, labels)
+        assert ours == pytest.approx(map_by_sort(q, db, q_label, labels), abs=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_tie_heavy_matches_expectation_over_all_orders(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    q = random_codes(rng, 6, 4)          # 4 bits: 5 distance values, many ties
+    db = random_codes(rng, 7, 4)
+    ql, dl = rng.integers(0, 2, 6), rng.integers(0, 2, 7)
+    ours = evaluate_codes(q, db, ql, dl).average_precision
+    ref = [expected_ap_by_enumeration(q[i], db, ql[i], dl) for i in range(len(q))]
+    np.testing.assert_allclose(ours, ref, atol=1e-12)
+
+
+def test_result_does_not_depend_on_database_order() -> None:
+    rng = np.random.default_rng(7)
+    q, db = random_codes(rng, 50, 12), random_codes(rng, 300, 12)
+    ql, dl = rng.integers(0, 5, 50), rng.integers(0, 5, 300)
+    base = evaluate_codes(q, db, ql, dl)
+    perm = rng.permutation(300)
+    shuffled = evaluate_codes(q, db[perm], ql, dl[perm])
+    np.testing.assert_array_equal(base.average_precision, shuffled.average_precision)
+    # and a sort-based reference with a fixed tie order *does* depend on order: ties matter here
+    assert map_by_sort(q, db, ql, dl) != pytest.approx(map_by_sort(q, db[perm], ql, dl[perm]), abs=1e-9)
+
+
+def test_monte_carlo_over_random_tie_orders_converges_to_exact() -> None:
+    rng = np.random.default_rng(3)
+    q, db = random_codes(rng, 4, 6), random_codes(rng, 60, 6)
+    ql, dl = rng.integers(0, 3, 4), rng.integers(0, 3, 60)
+    exact = mean_average_precision(q, db, ql, dl)
+    samples = [map_by_sort(q, db, ql, dl, tie_break=rng.permutation(60)) for _ in range(400)]
+    assert np.mean(samples) == pytest.approx(exact, abs=3 * np.std(samples) / np.sqrt(400) + 1e-3)
+
+
+def test_precision_at_k_and_radius_against_enumeration() -> None:
+    rng = np.random.default_rng(5)
+    q, db = random_codes(rng, 5, 4), random_codes(rng, 6, 4)
+    ql, dl = rng.integers(0, 2, 5), rng.integers(0, 2, 6)
+    ev = evaluate_codes(q, db, ql, dl)
+    dist = hamming(q, db)
+    import itertools
+
+    for k in (1, 3, 6, 10):
+        expected = []
+        for i in range(len(q)):
+            vals = []
+            for perm in itertools.permutations(range(6)):
+                order = np.lexsort((np.asarray(perm), dist[i]))
+                top = (dl[order] == ql[i])[: min(k, 6)]
+                vals.append(top.mean())
+            expected.append(np.mean(vals))
+        assert ev.precision_at(k) == pytest.approx(float(np.mean(expected)), abs=1e-12)
+    within = dist <= 2
+    ref = [((dl == ql[i]) & within[i]).sum() / within[i].sum() if within[i].any() else 0.0 for i in range(5)]
+    assert ev.precision_radius(2) == pytest.approx(float(np.mean(ref)), abs=1e-12)
+
+
+def test_query_without_relevant_items_counts_as_zero() -> None:
+    q = np.array([[1, 1, -1, -1], [1, -1, 1, -1]], dtype=float)
+    db = np.array([[1, 1, -1, -1], [-1, -1, 1, 1]], dtype=float)
+    ev = evaluate_codes(q, db, np.array([0, 9]), np.array([0, 1]))
+    assert ev.queries_without_relevant == 1
+    assert ev.average_precision[1] == 0.0
+    assert ev.mean_average_precision == pytest.approx(0.5)
+
+
+def test_whole_database_is_ranked() -> None:
+    # the last database item is the only relevant one: a topk=-1 slicing bug would give 0
+    q = np.ones((1, 8))
+    db = np.ones((5, 8))
+    db[4] = -1  # the relevant item is the farthest one
+    labels = np.array([1, 1, 1, 1, 0])
+    assert mean_average_precision(q, db, np.array([0]), labels) == pytest.approx(1 / 5)
+
+
+def test_torch_path_equals_numba_path() -> None:
+    rng = np.random.default_rng(11)
+    for bits in (12, 48, 70):
+        q, db = random_codes(rng, 40, bits), random_codes(rng, 90, bits)
+        ql, dl = rng.integers(0, 4, 40), rng.integers(0, 4, 90)
+        a = histograms_cpu(q, db, ql, dl)
+        b = histograms_torch(torch.tensor(q), torch.tensor(db), torch.tensor(ql), torch.tensor(dl), chunk=16)
+        np.testing.assert_array_equal(a[0], b[0].numpy())
+        np.testing.assert_array_equal(a[1], b[1].numpy())
+
+
+def test_pack_codes_popcount_distance() -> None:
+    rng = np.random.default_rng(2)
+    a, b = random_codes(rng, 3, 130), random_codes(rng, 3, 130)
+    pa, pb = pack_codes(a), pack_codes(b)
+    assert pa.shape == (3, 3)
+    dist = [sum(bin(int(x) ^ int(y)).count("1") for x, y in zip(pa[i], pb[i])) for i in range(3)]
+    assert dist == [int((a[i] != b[i]).sum()) for i in range(3)]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_gpu_path_matches_cpu() -> None:  # pragma: no cover - CI has no GPU
+    rng = np.random.default_rng(0)
+    q, db = random_codes(rng, 500, 48), random_codes(rng, 700, 48)
+    ql, dl = rng.integers(0, 10, 500), rng.integers(0, 10, 700)
+    cpu = evaluate_codes(q, db, ql, dl).average_precision
+    gpu = evaluate_codes(torch.tensor(q).cuda(), torch.tensor(db).cuda(), torch.tensor(ql), torch.tensor(dl))
+    np.testing.assert_allclose(gpu.average_precision, cpu, atol=1e-12)
+
+
+def test_bad_inputs_raise_clear_errors() -> None:
+    with pytest.raises(MetricInputError, match="bits"):
+        evaluate_codes(np.ones((2, 8)), np.ones((3, 12)), np.zeros(2), np.zeros(3))
+    with pytest.raises(MetricInputError, match="one label"):
+        evaluate_codes(np.ones((2, 8)), np.ones((3, 8)), np.zeros(1), np.zeros(3))
+
+
+def test_textbook_ap() -> None:
+    assert ap_of_ranking(np.array([1, 0, 1])) == pytest.approx((1 + 2 / 3) / 2)
