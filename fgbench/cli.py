@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -23,7 +24,10 @@ EXPECTED_ERRORS = (PluginError, ProtocolError, DatasetError, RecordError, Backbo
 
 
 def one_line_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn expected errors into a one-line ``Error: ...`` and exit status 1 (no traceback)."""
+    """Turn expected errors into a one-line ``Error: ...`` and exit status 1 (no traceback).
+
+    Set ``FGBENCH_DEBUG=1`` to see the full traceback instead.
+    """
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -32,6 +36,8 @@ def one_line_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         except click.ClickException:
             raise
         except EXPECTED_ERRORS as exc:
+            if os.environ.get("FGBENCH_DEBUG"):
+                raise
             message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise click.ClickException(message) from None
         except KeyboardInterrupt:
