@@ -1,4 +1,4 @@
-"""``fgbench leaderboard``: aggregate run records into tables (printed, or written with --write)."""
+"""``fgbench leaderboard``: aggregate run records into leaderboards (printed, or written with --write)."""
 
 from __future__ import annotations
 
@@ -8,21 +8,17 @@ from typing import Any
 import click
 
 from fgbench.cli import DEFAULT_RESULTS, main, one_line_errors
+from fgbench.data.base import default_data_root
 from fgbench.plugins import get_host
 
-
-def _paper_numbers(reg: Any) -> dict[str, dict[str, dict[int, float]]]:
-    out: dict[str, dict[str, dict[int, float]]] = {}
-    for spec in reg.methods.values():
-        for res in spec.paper_results:
-            for ds, per_bits in res.map.items():
-                for b, v in per_bits.items():
-                    out.setdefault(spec.name, {}).setdefault(ds, {}).setdefault(int(b), float(v))
-    return out
+DEFAULT_BOARDS = Path("leaderboards")
+DEFAULT_DOCS_PAGE = Path("docs") / "leaderboards.md"
+_BARE_WRITE = ":default:"
 
 
 def print_leaderboard(results: Path, datasets: set[str] | None = None) -> None:
-    from fgbench.results.leaderboard import build_tables, records_frame, render_markdown
+    """Print the measured (and paper-comparison) tables of every board in ``results``."""
+    from fgbench.results.leaderboard import build_boards, paper_numbers, records_frame, render_console
     from fgbench.results.records import iter_records
 
     df = records_frame(iter_records(results))
@@ -31,24 +27,67 @@ def print_leaderboard(results: Path, datasets: set[str] | None = None) -> None:
     if df.empty:
         click.echo("no run records yet")
         return
-    for table in build_tables(df, _paper_numbers(get_host().registry)):
-        click.echo("\n" + render_markdown(table))
+    reg = get_host().registry
+    for board in build_boards(df, paper_numbers(reg), set(reg.methods.names())):
+        click.echo("\n" + render_console(board))
+    click.echo("Significance tests and figures: fgbench leaderboard --write")
+
+
+def dataset_loader(reg: Any, data_root: Path) -> Any:
+    """name -> loaded dataset, for the retrieval panels; raises when it is not on disk."""
+
+    def load(name: str) -> Any:
+        spec = reg.datasets.get(name)
+        status = spec.status(data_root)
+        if not status.available:
+            raise LookupError(status.message or status.state)
+        return spec.load(data_root)
+
+    return load
 
 
 @main.command()
 @click.option("--results", type=click.Path(path_type=Path), default=DEFAULT_RESULTS, show_default=True,
-              help="Folder of run records.")
-@click.option("--write", "write_dir", type=click.Path(path_type=Path), default=None,
-              help="Write one markdown table + CSV per dataset into this folder.")
+              help="Folder of run records; `records` holds the committed ones the published leaderboards use.")
+@click.option("--write", "write", is_flag=False, flag_value=_BARE_WRITE, default=None, metavar="[DIR]",
+              help="Write the leaderboards: per board <dataset>.md/.csv, README.md (summary) and figures/ into DIR "
+                   "(default leaderboards/), and with a bare --write also docs/leaderboards.md.")
+@click.option("--docs-page", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Write the docs page here (default: docs/leaderboards.md with a bare --write, else none).")
+@click.option("--figures/--no-figures", default=True, show_default=True, help="Draw the figures (PNG + SVG).")
+@click.option("--data-root", type=click.Path(path_type=Path), envvar="FGBENCH_DATA", default=None,
+              help="Folder holding the real datasets, for the retrieval panels' images (env FGBENCH_DATA).")
 @one_line_errors
-def leaderboard(results: Path, write_dir: Path | None) -> None:
-    """Print (and with --write, write) leaderboards aggregated from run records."""
-    from fgbench.results.leaderboard import build_tables, records_frame, write_tables
+def leaderboard(results: Path, write: str | None, docs_page: Path | None, figures: bool,
+                data_root: Path | None) -> None:
+    """Print (and with --write, write) leaderboards aggregated from run records.
+
+    \b
+    Regenerate the committed leaderboards (leaderboards/, docs/leaderboards.md):
+      fgbench leaderboard --results records --write
+    The same records always give byte-identical files.
+    """
+    from fgbench.results.leaderboard import paper_numbers, write_leaderboards
     from fgbench.results.records import iter_records
 
-    if write_dir is None:
+    if write is None:
+        if docs_page is not None:
+            raise click.UsageError("--docs-page needs --write")
         print_leaderboard(results)
         return
-    tables = build_tables(records_frame(iter_records(results)), _paper_numbers(get_host().registry))
-    for path in write_tables(tables, write_dir):
+    if write == _BARE_WRITE:
+        out_dir, docs_page = DEFAULT_BOARDS, docs_page or DEFAULT_DOCS_PAGE
+    else:
+        out_dir = Path(write)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise click.BadParameter(f"{out_dir} exists and is not a directory", param_hint="--write")
+    reg = get_host().registry
+    report = write_leaderboards(
+        iter_records(results), out_dir, docs_page=docs_page, paper=paper_numbers(reg),
+        installed=set(reg.methods.names()), datasets=dataset_loader(reg, data_root or default_data_root()),
+        figures=figures,
+    )
+    for path in report.written:
         click.echo(f"wrote {path}")
+    for note in report.notes:
+        click.echo(f"note: {note}", err=True)

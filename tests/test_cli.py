@@ -65,8 +65,8 @@ def test_rerun_skips_finished_jobs(tiny_run, tmp_path) -> None:  # type: ignore[
 def test_leaderboard_write_is_byte_identical(tiny_run, tmp_path) -> None:  # type: ignore[no-untyped-def]
     invoke("leaderboard", "--results", str(tiny_run[0]), "--write", str(tmp_path / "a"))
     invoke("leaderboard", "--results", str(tiny_run[0]), "--write", str(tmp_path / "b"))
-    files = sorted(p.name for p in (tmp_path / "a").iterdir())
-    assert files == ["tiny.csv", "tiny.md"]
+    files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
+    assert {"tiny.csv", "tiny.md", "README.md"} <= {str(f) for f in files}
     for name in files:
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
     assert "mAP@8" in (tmp_path / "a" / "tiny.md").read_text()

@@ -41,6 +41,10 @@ class RunRecord:
     num_query: int = 0
     num_database: int = 0
     per_query_ap: list[float] | None = None
+    # Optional, for leaderboard figures (fgbench.results.examples builds both from the evaluation):
+    # mean precision/recall at each Hamming radius 0..bits, and a few queries' top-10 database items.
+    pr_curve: dict[str, list[float]] | None = None
+    retrieval_examples: list[dict[str, Any]] | None = None
     record_version: int = RECORD_VERSION
 
     def to_json(self) -> str:

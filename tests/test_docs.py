@@ -1,0 +1,97 @@
+"""The docs stay true: hooks documented, public API listed, links resolve, CLI reference current."""
+
+from __future__ import annotations
+
+import re
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import fgbench
+from fgbench import hookspecs
+
+REPO = Path(__file__).resolve().parent.parent
+DOCS = REPO / "docs"
+LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)\)|!\[[^\]]*\]\(([^)\s]+)\)")
+
+
+def _hook_names() -> list[str]:
+    return sorted(name for name in dir(hookspecs)
+                  if callable(getattr(hookspecs, name)) and hasattr(getattr(hookspecs, name), "fgbench_spec"))
+
+
+def test_hookspecs_are_found() -> None:
+    assert {"register_methods", "register_datasets", "register_metrics"} <= set(_hook_names())
+
+
+@pytest.mark.parametrize("hook", _hook_names())
+def test_every_hook_is_documented_in_the_plugin_guide(hook: str) -> None:
+    guide = (DOCS / "plugins.md").read_text(encoding="utf-8")
+    assert f"### `{hook}`" in guide, f"docs/plugins.md needs a '### `{hook}`' section (see the other hooks)"
+    section = guide.split(f"### `{hook}`", 1)[1].split("\n## ", 1)[0].split("\n### ", 1)[0]
+    assert f"def {hook}(" in section, f"the {hook} section of docs/plugins.md should show an implementation"
+
+
+def test_every_public_name_is_listed_in_api_md() -> None:
+    api = (DOCS / "api.md").read_text(encoding="utf-8")
+    missing = [name for name in fgbench.__all__ if f"`{name}`" not in api]
+    assert not missing, f"add to the table in docs/api.md: {', '.join(missing)}"
+
+
+def test_every_docs_page_is_in_the_index() -> None:
+    index = (DOCS / "README.md").read_text(encoding="utf-8")
+    linked = {m for m in re.findall(r"\]\(([^)#]+)\)", index)}
+    pages = {p.name for p in DOCS.glob("*.md") if p.name != "README.md"}
+    assert pages <= linked, f"docs/README.md does not link {sorted(pages - linked)}"
+
+
+def _anchors(page: Path) -> set[str]:
+    """GitHub-style anchors of the page's headings."""
+    out = set()
+    for heading in re.findall(r"^#{1,6} (.+)$", page.read_text(encoding="utf-8"), flags=re.M):
+        slug = re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+        out.add(slug)
+    return out
+
+
+def test_relative_links_resolve() -> None:
+    pages = sorted(DOCS.glob("*.md")) + [REPO / "README.md"]
+    broken = []
+    for page in pages:
+        text = re.sub(r"```.*?```", "", page.read_text(encoding="utf-8"), flags=re.S)
+        for groups in LINK.findall(text):
+            target = groups[0] or groups[1]
+            if re.match(r"^[a-z]+:", target):
+                continue  # http(s), mailto
+            path, _, anchor = target.partition("#")
+            dest = (page.parent / path).resolve() if path else page
+            if not dest.exists():
+                broken.append(f"{page.relative_to(REPO)} -> {target}")
+            elif anchor and dest.suffix == ".md" and anchor not in _anchors(dest):
+                broken.append(f"{page.relative_to(REPO)} -> {target} (no such heading)")
+    assert not broken, "broken links:\n" + "\n".join(broken)
+
+
+def test_cli_reference_is_current() -> None:
+    from fgbench.docs_cli import render_cli_reference
+
+    committed = (DOCS / "cli.md").read_text(encoding="utf-8")
+    assert committed == render_cli_reference(), (
+        "docs/cli.md is out of date with the CLI's --help; regenerate it with\n"
+        "    python -m fgbench.docs_cli > docs/cli.md")
+
+
+def test_quickstart_has_the_two_setup_commands_and_a_first_run() -> None:
+    quick = (DOCS / "quickstart.md").read_text(encoding="utf-8")
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    for cmd in ("pip install -r requirements-dev.txt", "python -m pytest -q"):
+        assert cmd in quick and cmd in readme
+    assert "fgbench run" in quick and "fgbench leaderboard" in quick
+
+
+def test_python_snippets_in_the_guides_compile() -> None:
+    for name in ("plugins.md", "api.md", "quickstart.md"):
+        text = (DOCS / name).read_text(encoding="utf-8")
+        for i, block in enumerate(re.findall(r"```python\n(.*?)```", text, flags=re.S)):
+            compile(textwrap.dedent(block), f"docs/{name} python block {i + 1}", "exec")
