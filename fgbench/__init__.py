@@ -16,7 +16,8 @@ from fgbench.data.base import (
     Split,
 )
 from fgbench.hookspecs import API_VERSION, hookimpl, hookspec
-from fgbench.losses import CodeMemory, label_smoothing_ce
+from fgbench.cascade import ConvBlock, check_stages, stage_widths
+from fgbench.losses import CodeMemory, balanced_multitask_loss, label_smoothing_ce, smoothing_for_confidence
 from fgbench.methods import (
     STANDARD_BITS,
     Batch,
@@ -29,6 +30,8 @@ from fgbench.methods import (
 from fgbench.metrics.base import MetricSpec
 from fgbench.metrics.retrieval import RetrievalEvaluation, evaluate_codes, mean_average_precision
 from fgbench.protocol import Protocol
+from fgbench.zoom import attention_zoom, peak_saliency, saliency_sample
+from fgbench.proxies import ProxyCodes, fish_proxy_codes, solve_fish_proxies
 
 __version__ = "0.1.0"
 
@@ -39,6 +42,7 @@ __all__ = [
     "Batch",
     "BuildContext",
     "CodeMemory",
+    "ConvBlock",
     "DatasetError",
     "DatasetSpec",
     "DatasetStatus",
@@ -48,16 +52,26 @@ __all__ = [
     "MetricSpec",
     "PaperResult",
     "Protocol",
+    "ProxyCodes",
     "RetrievalDataset",
     "RetrievalEvaluation",
     "STANDARD_BITS",
     "Split",
     "TrainContext",
     "__version__",
+    "attention_zoom",
+    "balanced_multitask_loss",
     "build_backbone",
+    "check_stages",
     "evaluate_codes",
+    "fish_proxy_codes",
     "hookimpl",
     "hookspec",
     "label_smoothing_ce",
     "mean_average_precision",
+    "peak_saliency",
+    "saliency_sample",
+    "smoothing_for_confidence",
+    "solve_fish_proxies",
+    "stage_widths",
 ]

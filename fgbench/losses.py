@@ -4,7 +4,10 @@
   binary codes, indexed by training-set position (DPSH's U, CMBH's previous
   epoch codes B and class-mean codes, ADSH/ExchNet's database codes V).
 * :func:`label_smoothing_ce` — cross-entropy with label smoothing (CNET,
-  Multi-FusNet).
+  Multi-FusNet), and :func:`smoothing_for_confidence` to express it as the
+  true-class probability the papers state.
+* :func:`balanced_multitask_loss` — CNET's multi-task balanced loss with
+  learnable weights (CNET Eq. 16; Multi-FusNet's adaptive alpha, beta).
 """
 
 from __future__ import annotations
@@ -57,3 +60,18 @@ class CodeMemory(nn.Module):
 def label_smoothing_ce(logits: torch.Tensor, labels: torch.Tensor, smoothing: float = 0.1) -> torch.Tensor:
     """Cross-entropy with label smoothing ``smoothing`` (0 = plain CE)."""
     return F.cross_entropy(logits.float(), labels, label_smoothing=smoothing)
+
+
+def smoothing_for_confidence(confidence: float, num_classes: int) -> float:
+    """``label_smoothing`` of :func:`fgbench.label_smoothing_ce` giving the true class
+    probability ``confidence`` and ``(1 - confidence) / (C - 1)`` to each other class (Eq. 6)."""
+    if num_classes < 2:
+        return 0.0
+    return (1.0 - confidence) * num_classes / (num_classes - 1)
+
+
+def balanced_multitask_loss(hash_loss: torch.Tensor, cls_loss: torch.Tensor, a: torch.Tensor,
+                            b: torch.Tensor) -> torch.Tensor:
+    """Eq. 16: ``L_hash / a^2 + L_cls / b^2 + log(1 + a) + log(1 + b)`` (float32)."""
+    a, b = a.float(), b.float()
+    return hash_loss / a.pow(2) + cls_loss / b.pow(2) + torch.log1p(a) + torch.log1p(b)
