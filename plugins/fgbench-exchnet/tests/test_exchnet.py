@@ -1,0 +1,161 @@
+"""ExchNet plugin tests (CPU, random init, small inputs)."""
+
+from __future__ import annotations
+
+import math
+
+import fgbench_exchnet as exchnet
+import pytest
+import torch
+
+from fgbench import STANDARD_BITS, TrainContext
+from fgbench.testing import build_context, random_batch, registered_plugin, train_steps
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One intra-op thread: these tiny models run faster, and far more steadily on a shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _model(bits: int = 12, num_train: int = 16, **config):
+    ctx = build_context(exchnet.SPEC, bits=bits, num_classes=4, num_train=num_train, input_size=32,
+                        config=exchnet.SPEC.make_config(config))
+    return ctx, exchnet.build(ctx)
+
+
+def _train_context(ctx, logs: list) -> TrainContext:
+    return TrainContext(device=torch.device("cpu"), epochs=2, train_labels=torch.as_tensor(ctx.train_labels),
+                        encode_train=lambda: torch.zeros(ctx.num_train, ctx.bits),
+                        log=lambda name, value: logs.append((name, value)))
+
+
+def _adsh_objective(model) -> float:
+    """ADSH objective over the whole training set with U = the query-code memory (for the V-step test)."""
+    u, v = model.query_codes.codes, model.database_codes.codes
+    s = 2.0 * (model.train_labels[:, None] == model.train_labels[None, :]).float() - 1.0
+    return float(((u @ v.T - model.bits * s) ** 2).sum() + model.config.gamma * ((v - u) ** 2).sum())
+
+
+def test_registers_with_cited_numbers():
+    with registered_plugin(exchnet) as host:
+        spec = host.registry.methods.get("exchnet")
+    spec.validate()
+    assert [spec.paper_map("cub", b) for b in STANDARD_BITS] == pytest.approx([0.2514, 0.5898, 0.6774, 0.7105])
+    assert "CNET" in spec.paper_results[0].source
+
+
+@pytest.mark.parametrize("bits", STANDARD_BITS)
+def test_shapes_every_bit_length(bits):
+    torch.manual_seed(0)
+    ctx, model = _model(bits)
+    batch = random_batch(ctx, batch_size=4)
+    model.train()
+    out = model(batch.images)
+    parts, dim = model.config.parts, model.backbone.out_channels
+    assert out["local"].shape == (4, parts, dim) and out["global"].shape == (4, dim)
+    assert out["maps"].shape[:3] == (4, parts, dim)
+    loss, terms = model.loss(out, batch)
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    assert set(terms) == {"similarity", "quantization", "spatial", "channel"}
+    model.eval()
+    codes = model.encode(batch.images)
+    assert codes.shape == (4, bits) and torch.isfinite(codes).all()
+
+
+def test_exchange_keeps_shapes_and_swaps_only_within_a_class():
+    torch.manual_seed(0)
+    b, m, d, classes = 64, 4, 5, 3
+    local = torch.randn(b, m, d)
+    labels = torch.randint(0, classes, (b,))
+    anchors = 100.0 + torch.arange(classes * m * d, dtype=torch.float).view(classes, m, d)
+    keep = torch.rand(b, m) >= 0.5
+    out = exchnet.exchange_features(local, labels, anchors, keep)
+    assert out.shape == local.shape
+    for i in range(b):
+        for j in range(m):
+            if keep[i, j]:
+                assert torch.equal(out[i, j], local[i, j])
+            else:  # the same part of the anchor of the sample's own class, never another class's
+                assert torch.equal(out[i, j], anchors[labels[i], j])
+    assert 0 < int((~keep).sum()) < b * m
+
+
+def test_exchange_in_the_model_starts_once_anchors_exist():
+    torch.manual_seed(0)
+    ctx, model = _model()
+    batch = random_batch(ctx, batch_size=8)
+    model.train()
+    logs: list = []
+    out = model(batch.images)
+    model.loss(out, batch)
+    u_no_exchange = model.query_codes.codes[batch.indices].clone()
+    # the anchors are the class means of this epoch's local features
+    expected = torch.zeros_like(model.anchors)
+    for c in batch.labels.unique():
+        expected[c] = out["local"].detach()[batch.labels == c].mean(0)
+    model.on_epoch_end(0, _train_context(ctx, logs))
+    seen = batch.labels.unique()
+    torch.testing.assert_close(model.anchors[seen], expected[seen])
+    assert int(model.epoch) == 1 and model.anchor_counts.sum() == 0
+    torch.manual_seed(1)
+    model.loss(out, batch)  # same features, now with exchange
+    assert not torch.allclose(model.query_codes.codes[batch.indices], u_no_exchange)
+    model.eval()  # no exchange at inference: encode is deterministic
+    torch.testing.assert_close(model.encode(batch.images), model.encode(batch.images))
+
+
+def test_hellinger_diversity_bounds():
+    same = torch.full((2, 3, 4), 0.25)
+    torch.testing.assert_close(exchnet.hellinger_diversity(same), torch.zeros(2))
+    disjoint = torch.eye(3)[None].repeat(2, 1, 1)  # three point masses on different positions
+    torch.testing.assert_close(exchnet.hellinger_diversity(disjoint), torch.ones(2))
+
+
+def test_database_codes_step_lowers_the_adsh_objective():
+    torch.manual_seed(0)
+    ctx, model = _model(bits=24, num_train=16)
+    model.query_codes.replace(torch.tanh(torch.randn(16, 24)))
+    before_v = model.database_codes.codes.clone()
+    before = _adsh_objective(model)
+    logs: list = []
+    model.on_epoch_end(0, _train_context(ctx, logs))
+    assert _adsh_objective(model) < before
+    v = model.database_codes.codes
+    assert set(v.unique().tolist()) <= {-1.0, 1.0} and not torch.equal(v, before_v)
+    assert logs[0][0] == "exchnet/v_bits_changed"
+
+
+def test_database_codes_are_not_the_encoder():
+    torch.manual_seed(0)
+    ctx, model = _model()
+    images = random_batch(ctx, batch_size=2).images
+    model.eval()
+    codes = model.encode(images)
+    model.database_codes.replace(-model.database_codes.codes)
+    torch.testing.assert_close(model.encode(images), codes)
+
+
+@pytest.mark.parametrize("config", [{}, {"exchange_from_epoch": 0}])
+def test_loss_finite_and_decreasing_on_a_fixed_batch(config):
+    torch.manual_seed(0)
+    ctx, model = _model(**config)
+    batch = random_batch(ctx, batch_size=8)
+    losses = train_steps(model, batch, steps=5, lr=1e-3)
+    assert all(math.isfinite(v) for v in losses)
+    assert losses[-1] < losses[0]
+
+
+def test_losses_are_float32_under_bf16_autocast():
+    torch.manual_seed(0)
+    ctx, model = _model()
+    batch = random_batch(ctx, batch_size=4)
+    model.train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(batch.images)
+    loss, terms = model.loss(out, batch)
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)
+    assert all(v.dtype == torch.float32 for v in terms.values())
