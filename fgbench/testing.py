@@ -4,6 +4,8 @@
 * :func:`tiny_embedded` — a tiny embedded dataset spec (CPU, seconds).
 * :func:`build_context` / :func:`random_batch` — build a method's model on
   small random inputs and feed it a batch, to test shapes and losses.
+* :func:`autocast_loss` — forward under bf16 autocast (as on a GPU) and the
+  loss, to check that a method computes its loss in float32.
 * :func:`train_steps` — a few optimizer steps through the real harness loop
   pieces, returning the losses (to check they are finite and decreasing).
 """
@@ -81,3 +83,13 @@ def train_steps(model: HashingModel, batch: Batch, steps: int = 5, lr: float = 1
         opt.step()
         losses.append(float(loss.detach()))
     return losses
+
+
+def autocast_loss(model: HashingModel, batch: Batch, dtype: torch.dtype = torch.bfloat16
+                  ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Training forward under CPU autocast (``dtype``), then ``model.loss`` outside it, as the harness does."""
+    model.train()
+    with torch.autocast("cpu", dtype=dtype):
+        outputs = model(batch.images)
+    loss, parts = model.loss(outputs, batch)
+    return loss, dict(parts)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from fgbench import STANDARD_BITS, TrainContext
-from fgbench.testing import build_context, random_batch, registered_plugin, train_steps
+from fgbench.testing import autocast_loss, build_context, random_batch, registered_plugin, train_steps
 
 
 @pytest.fixture(autouse=True)
@@ -246,9 +246,6 @@ def test_losses_are_float32_under_bf16_autocast():
     torch.manual_seed(0)
     ctx, model = _model()
     batch = random_batch(ctx, batch_size=4)
-    model.train()
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = model(batch.images)
-    loss, parts = model.loss(out, batch)
+    loss, parts = autocast_loss(model, batch)
     assert loss.dtype == torch.float32 and torch.isfinite(loss)
     assert all(v.dtype == torch.float32 for v in parts.values())

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from fgbench import STANDARD_BITS, TrainContext
-from fgbench.testing import build_context, random_batch, registered_plugin, train_steps
+from fgbench.testing import autocast_loss, build_context, random_batch, registered_plugin, train_steps
 
 
 @pytest.fixture(autouse=True)
@@ -153,9 +153,6 @@ def test_losses_are_float32_under_bf16_autocast():
     torch.manual_seed(0)
     ctx, model = _model()
     batch = random_batch(ctx, batch_size=4)
-    model.train()
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = model(batch.images)
-    loss, terms = model.loss(out, batch)
+    loss, terms = autocast_loss(model, batch)
     assert loss.dtype == torch.float32 and torch.isfinite(loss)
     assert all(v.dtype == torch.float32 for v in terms.values())

@@ -9,7 +9,7 @@ import torch
 
 import fgbench
 import fgbench_multifusnet
-from fgbench.testing import build_context, random_batch, registered_plugin, train_steps
+from fgbench.testing import autocast_loss, build_context, random_batch, registered_plugin, train_steps
 from fgbench_multifusnet import ECA, SPEC, SelfAttentionLayer, eca_kernel_size
 
 SIZE = 32
@@ -106,10 +106,7 @@ def test_encode_path_skips_training_heads() -> None:
 def test_bf16_autocast_loss_is_float32_and_finite() -> None:
     model, ctx = make(12)
     batch = random_batch(ctx, 4)
-    model.train()
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = model(batch.images)
-    loss, _ = model.loss(out, batch)
+    loss, _ = autocast_loss(model, batch)
     assert loss.dtype == torch.float32 and torch.isfinite(loss)
 
 
