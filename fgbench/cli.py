@@ -150,7 +150,7 @@ def profile(methods: str | None, bits: str, backbone: str, input_size: int, num_
 
 def _register_commands() -> None:
     """Import the modules that add their commands to :func:`main` (one module per command group)."""
-    from fgbench import cli_leaderboard, cli_run, cli_scaffold  # noqa: F401  (they register with @main.command)
+    from fgbench import cli_leaderboard, cli_run, cli_scaffold, cli_submit  # noqa: F401  (register @main.command)
     from fgbench.cli_data import data
 
     main.add_command(data)

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import subprocess
+import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import click
 
 from fgbench.backbones import BACKBONES
 from fgbench.cli import DEFAULT_RESULTS, main, one_line_errors, parse_int_list, parse_sets, resolve_names
-from fgbench.cli_leaderboard import print_leaderboard
 from fgbench.data.base import default_data_root
 from fgbench.engine.device import EngineOptions
 from fgbench.plugins import get_host
@@ -41,64 +44,151 @@ from fgbench.protocol import PROTOCOL_NAMES
               help="Mixed precision (auto: bf16 on CUDA when supported, fp16 otherwise, off on CPU).")
 @click.option("--channels-last", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True)
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the model (CUDA).")
-@click.option("--workers", type=int, default=0, show_default=True, help="DataLoader worker processes.")
+@click.option("--gpu-augment", is_flag=True,
+              help="Ship uint8 images; random crop, flip and normalisation on the device (same distribution).")
+@click.option("--workers", type=int, default=-1, show_default=True,
+              help="DataLoader worker processes; -1 = auto (up to 8 on CUDA, 0 on the CPU).")
 @click.option("--deterministic", is_flag=True, help="Deterministic algorithms (slower; for exact resume checks).")
+@click.option("--checkpoint-every", type=float, default=60.0, show_default=True, metavar="SECONDS",
+              help="Least seconds between resume checkpoints (written at epoch ends; 0 = every epoch).")
+@click.option("--log-every", type=int, default=50, show_default=True, help="Steps between progress-bar loss updates.")
+@click.option("--nproc", type=int, default=1, show_default=True,
+              help="Processes (GPUs) per job: relaunches itself under torchrun with DistributedDataParallel.")
+@click.option("--sync-bn", is_flag=True, help="SyncBatchNorm across processes (with --nproc > 1, CUDA).")
+@click.option("--find-unused-parameters", is_flag=True,
+              help="DDP option for methods whose forward leaves some parameters unused.")
 @click.option("--shard", default=None, metavar="I/N", help="Run only slice I of N of the job grid (0-based).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @one_line_errors
 def run(methods: str | None, datasets: str | None, bits: str | None, seeds: str | None, protocol_name: str,
         epochs: int | None, batch_size: int | None, lr: float | None, backbone: str | None,
         backbone_weights: Path | None, sets: tuple[str, ...], results: Path, data_root: Path | None, device: str,
-        amp: str, channels_last: str, compile_: bool, workers: int, deterministic: bool, shard: str | None,
-        quiet: bool) -> None:
+        amp: str, channels_last: str, compile_: bool, gpu_augment: bool, workers: int, deterministic: bool,
+        checkpoint_every: float, log_every: int, nproc: int, sync_bn: bool, find_unused_parameters: bool,
+        shard: str | None, quiet: bool) -> None:
     """Train and evaluate methods on datasets; write one record per job and print the leaderboard.
 
     Jobs whose record already exists in --results are skipped, so rerunning
-    the same command resumes an interrupted grid.
+    the same command resumes an interrupted grid.  With --nproc N (or when
+    started by torchrun) each job trains on N processes; see docs/performance.md.
     """
+    from fgbench.engine import distributed
     from fgbench.engine.runner import JobRunner, expand_jobs
     from fgbench.engine.runner import shard as shard_jobs
 
-    host = get_host()
-    reg = host.registry
-    root = data_root or default_data_root()
-    method_names = resolve_names("method", methods, reg.methods.names(), reg.methods.names())
-    if not method_names:
-        raise click.ClickException("no method plugins are installed; install one, e.g. pip install -e plugins/fgbench-dpsh")
-    dataset_names = _select_datasets(reg, datasets, root)
-    method_sets, protocol_sets = parse_sets(sets)
-    for name in method_sets:
-        reg.methods.get(name)
-    overrides: dict[str, Any] = dict(protocol_sets)
-    for key, value in (("epochs", epochs), ("batch_size", batch_size), ("lr", lr), ("backbone", backbone)):
-        if value is not None:
-            overrides[key] = value
-    if backbone_weights is not None:
-        if not backbone_weights.is_file():
-            raise click.BadParameter(f"{backbone_weights}: no such file", param_hint="--backbone-weights")
-        overrides["weights"] = str(backbone_weights)
-    jobs = expand_jobs(reg, method_names, dataset_names, protocol_name, parse_int_list("--bits", bits),
-                       parse_int_list("--seeds", seeds), overrides)
-    if shard:
-        try:
-            index, count = (int(v) for v in shard.split("/"))
-            assert 0 <= index < count
-        except (ValueError, AssertionError):
-            raise click.BadParameter(f"{shard!r}: use I/N with 0 <= I < N", param_hint="--shard") from None
-        jobs = shard_jobs(jobs, index, count)
-    options = EngineOptions(device=device, amp=amp, channels_last=channels_last, compile=compile_, num_workers=workers,
-                            deterministic=deterministic, progress=not quiet)
-    _check_results_dir(results)
-    runner = JobRunner(reg, root, results, options, method_sets)
-    todo = [j for j in jobs if not j.path(results).exists()]
-    click.echo(f"{len(jobs)} job(s): {len(jobs) - len(todo)} already done, {len(todo)} to run "
-               f"(methods {', '.join(method_names)}; datasets {', '.join(dataset_names)}; protocol {protocol_name})")
-    for i, job in enumerate(todo, 1):
-        record = runner.run(job, log=click.echo)
-        if record is not None:
-            click.echo(f"[{i}/{len(todo)}] {job.label}: mAP {record.metrics.get('map', float('nan')):.4f} "
-                       f"(train {record.train_seconds:.1f}s, eval {record.eval_seconds:.2f}s)")
-    print_leaderboard(results, datasets=set(dataset_names))
+    if nproc < 1:
+        raise click.BadParameter(f"{nproc}: use 1 or more", param_hint="--nproc")
+    if nproc > 1 and not distributed.launched_by_torchrun():
+        import torch
+
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() and not device.startswith("cpu") else 0
+        if gpus and nproc > gpus:
+            raise click.BadParameter(f"{nproc} processes but {gpus} GPU(s): use at most {gpus} "
+                                     f"(one process per GPU) or --device cpu", param_hint="--nproc")
+        _relaunch_under_torchrun(click.get_current_context(), nproc)
+        return
+    with _process_group(device):
+        dist = distributed.info()
+        echo = click.echo if dist.is_main else _silent
+        host = get_host()
+        reg = host.registry
+        root = data_root or default_data_root()
+        method_names = resolve_names("method", methods, reg.methods.names(), reg.methods.names())
+        if not method_names:
+            raise click.ClickException("no method plugins are installed; install one, "
+                                       "e.g. pip install -e plugins/fgbench-dpsh")
+        dataset_names = _select_datasets(reg, datasets, root)
+        method_sets, protocol_sets = parse_sets(sets)
+        for name in method_sets:
+            reg.methods.get(name)
+        overrides: dict[str, Any] = dict(protocol_sets)
+        for key, value in (("epochs", epochs), ("batch_size", batch_size), ("lr", lr), ("backbone", backbone)):
+            if value is not None:
+                overrides[key] = value
+        if backbone_weights is not None:
+            if not backbone_weights.is_file():
+                raise click.BadParameter(f"{backbone_weights}: no such file", param_hint="--backbone-weights")
+            overrides["weights"] = str(backbone_weights)
+        jobs = expand_jobs(reg, method_names, dataset_names, protocol_name, parse_int_list("--bits", bits),
+                           parse_int_list("--seeds", seeds), overrides)
+        if shard:
+            try:
+                index, count = (int(v) for v in shard.split("/"))
+                assert 0 <= index < count
+            except (ValueError, AssertionError):
+                raise click.BadParameter(f"{shard!r}: use I/N with 0 <= I < N", param_hint="--shard") from None
+            jobs = shard_jobs(jobs, index, count)
+        options = EngineOptions(device=device, amp=amp, channels_last=channels_last, compile=compile_,
+                                gpu_augment=gpu_augment, num_workers=workers, log_every=log_every,
+                                deterministic=deterministic, progress=not quiet and dist.is_main,
+                                checkpoint_every=checkpoint_every, nproc=dist.world_size, sync_bn=sync_bn,
+                                find_unused_parameters=find_unused_parameters)
+        if dist.is_main:
+            _check_results_dir(results)
+        runner = JobRunner(reg, root, results, options, method_sets)
+        # every rank must walk the same list: rank 0's view of what is done decides
+        todo = distributed.broadcast_object([j for j in jobs if not j.path(results).exists()])
+        echo(f"{len(jobs)} job(s): {len(jobs) - len(todo)} already done, {len(todo)} to run "
+             f"(methods {', '.join(method_names)}; datasets {', '.join(dataset_names)}; protocol {protocol_name}"
+             + (f"; {dist.world_size} processes per job" if dist.enabled else "") + ")")
+        for i, job in enumerate(todo, 1):
+            record = runner.run(job, log=echo)
+            if record is not None:
+                echo(f"[{i}/{len(todo)}] {job.label}: mAP {record.metrics.get('map', float('nan')):.4f} "
+                     f"(train {record.train_seconds:.1f}s, eval {record.eval_seconds:.2f}s)")
+        if dist.is_main:
+            from fgbench.cli_leaderboard import print_leaderboard  # lazy: command modules stay independent
+
+            print_leaderboard(results, datasets=set(dataset_names))
+
+
+def _silent(*_args: Any, **_kwargs: Any) -> None:
+    """``click.echo`` on ranks other than 0."""
+
+
+@contextlib.contextmanager
+def _process_group(device: str) -> Iterator[None]:
+    """Join torchrun's process group for the duration of the command (no-op when not under torchrun)."""
+    from fgbench.engine import distributed
+
+    if not distributed.launched_by_torchrun() or distributed.info().enabled:
+        yield
+        return
+    distributed.init(device)
+    try:
+        yield
+    finally:
+        distributed.shutdown()
+
+
+def _relaunch_under_torchrun(ctx: click.Context, nproc: int) -> None:
+    """Run this very command again under ``torchrun --standalone --nproc-per-node nproc``."""
+    argv = ["run"] + _argv_without(ctx, skip={"nproc"})
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+           "-m", "fgbench", *argv]
+    env = dict(os.environ)
+    code = subprocess.call(cmd, env=env)
+    if code:
+        raise click.ClickException(f"torchrun exited with status {code}")
+
+
+def _argv_without(ctx: click.Context, skip: set[str]) -> list[str]:
+    """The command line of ``ctx`` rebuilt from its parsed parameters (options in ``skip`` left out)."""
+    argv: list[str] = []
+    for param in ctx.command.params:
+        if not isinstance(param, click.Option) or param.name in skip:
+            continue
+        value = ctx.params.get(param.name)
+        flag = max(param.opts, key=len)
+        if param.is_flag:
+            if value:
+                argv.append(flag)
+        elif param.multiple:
+            for item in value or ():
+                argv += [flag, str(item)]
+        elif value is not None and value != param.default:
+            argv += [flag, str(value)]
+    return argv
 
 
 def _select_datasets(reg: Any, given: str | None, root: Path) -> list[str]:

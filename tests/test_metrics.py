@@ -146,3 +146,14 @@ def test_bad_inputs_raise_clear_errors() -> None:
 
 def test_textbook_ap() -> None:
     assert ap_of_ranking(np.array([1, 0, 1])) == pytest.approx((1 + 2 / 3) / 2)
+
+
+def test_fast_ap_kernel_equals_the_documented_closed_form() -> None:
+    from fgbench.metrics.hamming_kernels import average_precision_fast
+    from fgbench.metrics.retrieval import average_precision_from_histograms
+
+    rng = np.random.default_rng(8)
+    q, db = random_codes(rng, 200, 10), random_codes(rng, 500, 10)
+    h_all, h_rel = histograms_cpu(q, db, rng.integers(0, 7, 200), rng.integers(0, 7, 500))
+    np.testing.assert_allclose(average_precision_fast(h_all, h_rel), average_precision_from_histograms(h_all, h_rel),
+                               rtol=0, atol=1e-14)

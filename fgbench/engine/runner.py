@@ -5,6 +5,11 @@ at ``<results>/<protocol>/<dataset>/<method>/bits<B>-seed<S>.json``; a job
 whose record exists is skipped (resume), an interrupted job resumes from its
 last epoch checkpoint, and a lock file keeps two processes from running the
 same job at once.
+
+Under torchrun (one job on several GPUs, :mod:`fgbench.engine.distributed`)
+every rank calls :meth:`JobRunner.run` for the same jobs in the same order;
+rank 0 alone takes the lock, decides whether the job runs (and tells the
+other ranks), evaluates and writes the record.
 """
 
 from __future__ import annotations
@@ -24,13 +29,15 @@ from filelock import FileLock, Timeout
 import fgbench
 from fgbench.backbones import BackboneFactory
 from fgbench.data.base import RetrievalDataset
+from fgbench.engine import distributed
 from fgbench.engine.device import EngineOptions, resolve_runtime, seed_everything
-from fgbench.engine.train import encode_split, train_model
+from fgbench.engine.train import encode_split, loader_options_for, train_model
 from fgbench.methods import BuildContext, MethodSpec
 from fgbench.metrics.cost import encode_cost
 from fgbench.metrics.retrieval import evaluate_codes
 from fgbench.plugins import Registry
 from fgbench.protocol import Protocol, resolve_protocol
+from fgbench.results.examples import pr_curve_field, retrieval_examples_field
 from fgbench.results.records import RunRecord, record_path, write_record
 
 COST_INPUT_SIZE = 224
@@ -148,8 +155,13 @@ class JobRunner:
         return "todo"
 
     def run(self, job: Job, log: Callable[[str], None] = print) -> RunRecord | None:
-        """Run ``job`` unless its record exists or another process is running it."""
+        """Run ``job`` unless its record exists or another process is running it.
+
+        Returns the record (on rank 0), or None when skipped (and on other ranks).
+        """
         path = job.path(self.results_dir)
+        if distributed.info().enabled:
+            return self._run_distributed(job, path, log)
         path.parent.mkdir(parents=True, exist_ok=True)
         lock = FileLock(str(path) + ".lock")
         try:
@@ -169,6 +181,32 @@ class JobRunner:
         finally:
             lock.release()
             Path(str(path) + ".lock").unlink(missing_ok=True)
+
+    def _run_distributed(self, job: Job, path: Path, log: Callable[[str], None]) -> RunRecord | None:
+        """Rank 0 locks and decides; every rank trains; rank 0 evaluates and writes the record."""
+        lock = None
+        go = False
+        if distributed.info().is_main:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            lock = FileLock(str(path) + ".lock")
+            try:
+                lock.acquire(timeout=0)
+                go = not path.exists()
+            except Timeout:
+                log(f"skip {job.label}: running in another process")
+                lock = None
+        try:
+            if not distributed.broadcast_object(go):
+                return None
+            record = self._run_locked(job, path)
+            if record is not None:
+                write_record(record, path)
+                path.with_suffix(".ckpt").unlink(missing_ok=True)
+            return record
+        finally:
+            if lock is not None:
+                lock.release()
+                Path(str(path) + ".lock").unlink(missing_ok=True)
 
     def build_model(self, job: Job, dataset: RetrievalDataset) -> tuple[Any, MethodSpec, Any]:
         mspec = self.registry.methods.get(job.method)
@@ -190,19 +228,26 @@ class JobRunner:
         model.bits = job.bits
         return model, mspec, config
 
-    def _run_locked(self, job: Job, path: Path) -> RunRecord:
+    def _run_locked(self, job: Job, path: Path) -> RunRecord | None:
+        """Train, encode, evaluate, profile: the record (None on ranks other than 0)."""
         runtime = resolve_runtime(self.options)
         dataset = self.dataset(job.dataset)
         model, mspec, config = self.build_model(job, dataset)
         weights = _weights_source(model)
+        meta = {"job": job.label, "protocol": job.protocol.to_dict(), "method_config": dataclasses.asdict(config)}
         train_result = train_model(model, dataset.split("train"), job.protocol, runtime, self.options, job.seed,
-                                   checkpoint_path=path.with_suffix(".ckpt"), desc=job.label)
+                                   checkpoint_path=path.with_suffix(".ckpt"), desc=job.label, checkpoint_meta=meta)
+        if not runtime.is_main:
+            return None
         t0 = time.perf_counter()
         query = dataset.split("test")
         database = dataset.split("train")
-        q_codes = encode_split(model, query, job.protocol, runtime, progress=self.options.progress, desc="encode query")
-        d_codes = encode_split(model, database, job.protocol, runtime, progress=self.options.progress,
-                               desc="encode database")
+        progress = self.options.progress
+        lo = loader_options_for(runtime, self.options)
+        q_codes = encode_split(model, query, job.protocol, runtime, lo, progress=progress, desc="encode query",
+                               gpu_augment=self.options.gpu_augment)
+        d_codes = encode_split(model, database, job.protocol, runtime, lo, progress=progress, desc="encode database",
+                               gpu_augment=self.options.gpu_augment)
         q_labels = torch.as_tensor(query.labels)
         d_labels = torch.as_tensor(database.labels)
         if not q_codes.is_cuda:
@@ -231,13 +276,17 @@ class JobRunner:
                 "logs": train_result.logs,
                 "images_per_second": round(train_result.images_per_second, 2),
                 "resumed_from_epoch": train_result.resumed_from_epoch,
+                "world_size": train_result.world_size,
+                "loader_workers": train_result.loader_workers,
                 "extra": model.extra_state_for_record(),
             },
-            engine=self.options.to_dict(),
+            engine={**self.options.to_dict(), "world_size": runtime.world_size},
             queries_without_relevant=evaluation.queries_without_relevant,
             num_query=len(query),
             num_database=len(database),
             per_query_ap=[round(float(v), 6) for v in evaluation.average_precision],
+            pr_curve=pr_curve_field(evaluation),
+            retrieval_examples=retrieval_examples_field(q_codes, d_codes, q_labels, d_labels),
         )
 
     def _cost(self, job: Job, model: Any) -> dict[str, Any]:

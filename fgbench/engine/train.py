@@ -2,13 +2,33 @@
 
 One loop for all methods: the protocol's optimizer, schedule, augmentation and
 epochs; the method supplies only ``forward``/``loss``/``encode`` and optional
-lifecycle hooks.  Per step there is no host synchronisation: losses are
-accumulated on the device and read every ``log_every`` steps and at epoch end.
+lifecycle hooks.
+
+Speed (docs/performance.md): per step there is no host synchronisation —
+batches come from pinned memory with non-blocking copies, losses are summed
+on the device and read every ``log_every`` steps (progress bar only) and at
+epoch end; bf16 autocast (fp16 + GradScaler without bf16), channels-last
+tensors, cuDNN autotuning and fused optimizers on CUDA; optional
+``torch.compile`` and device-side augmentation (:mod:`fgbench.engine.gpu_augment`).
+
+Several processes (:mod:`fgbench.engine.distributed`): the forward runs under
+DistributedDataParallel, each rank loads its slice of every global batch,
+code memories are kept identical across ranks and rank 0 alone writes
+checkpoints.
+
+Resume: a checkpoint (model with its buffers — method memories included —,
+optimizer, scheduler, GradScaler, every rank's RNG states, the loader's
+generator) is written atomically at the end of an epoch, at most every
+``checkpoint_every`` seconds; a rerun of the job continues after the last
+saved epoch and, with ``--deterministic`` on the CPU, ends with the same
+weights as an uninterrupted run.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,15 +36,20 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from fgbench.data.base import Split
 from fgbench.data.loader import LoaderOptions, SplitDataset, build_transform, make_loader
+from fgbench.engine import distributed
 from fgbench.engine.checkpoint import atomic_torch_save, load_checkpoint, rng_state, set_rng_state
-from fgbench.engine.device import EngineOptions, Runtime
+from fgbench.engine.device import EngineError, EngineOptions, Runtime, auto_workers
+from fgbench.engine.gpu_augment import DeviceAugment, pad_collate, uint8_transform
 from fgbench.engine.optim import build_optimizer, build_scheduler
 from fgbench.methods import Batch, HashingModel, TrainContext
 from fgbench.protocol import Protocol
+
+CHECKPOINT_FORMAT = 2
 
 
 class TrainingError(RuntimeError):
@@ -40,6 +65,8 @@ class TrainResult:
     seconds: float = 0.0
     images_per_second: float = 0.0
     resumed_from_epoch: int = 0
+    world_size: int = 1
+    loader_workers: int = 0
 
 
 def _autocast(runtime: Runtime) -> contextlib.AbstractContextManager:
@@ -55,6 +82,22 @@ def _to_device(images: torch.Tensor, runtime: Runtime) -> torch.Tensor:
     return images
 
 
+def loader_options_for(runtime: Runtime, options: EngineOptions) -> LoaderOptions:
+    """DataLoader settings of a job: the requested workers (persistent; -1 = auto), pinned memory on CUDA."""
+    workers = auto_workers(runtime.device, options.num_workers)
+    return LoaderOptions(num_workers=workers, pin_memory=runtime.device.type == "cuda", persistent_workers=workers > 0)
+
+
+def _images(data: tuple, runtime: Runtime, augment: DeviceAugment | None) -> tuple[torch.Tensor, torch.Tensor,
+                                                                                  torch.Tensor]:
+    """``(images on the device, labels, indices)`` from a loader batch (device augmentation applied)."""
+    if augment is None:
+        images, labels, idx = data
+        return _to_device(images, runtime), labels, idx
+    raw, sizes, labels, idx = data
+    return augment(raw.to(runtime.device, non_blocking=True), sizes), labels, idx
+
+
 @torch.no_grad()
 def encode_split(
     model: HashingModel,
@@ -64,22 +107,96 @@ def encode_split(
     loader_options: LoaderOptions = LoaderOptions(),
     progress: bool = False,
     desc: str = "encode",
+    gpu_augment: bool = False,
+    indices: np.ndarray | None = None,
 ) -> torch.Tensor:
-    """Real-valued codes ``(len(split), bits)`` of ``model.encode`` on ``split`` (eval transform), on the device."""
+    """Real-valued codes ``(len(split), bits)`` of ``model.encode`` on ``split`` (eval transform), on the device.
+
+    ``indices`` restricts encoding to those items (in that order);
+    ``gpu_augment`` centre-crops and normalises on the device.
+    """
     was_training = model.training
     model.eval()
-    dataset = SplitDataset(split, build_transform(protocol, train=False))
-    loader = make_loader(dataset, protocol.eval_batch_size, shuffle=False, options=loader_options)
+    if gpu_augment:
+        dataset = SplitDataset(split, uint8_transform(protocol), indices)
+        augment: DeviceAugment | None = DeviceAugment(protocol, train=False, device=runtime.device,
+                                                      channels_last=runtime.channels_last)
+        loader = DataLoader(dataset, batch_size=protocol.eval_batch_size, shuffle=False, collate_fn=pad_collate,
+                            num_workers=loader_options.num_workers, pin_memory=loader_options.pin_memory)
+    else:
+        dataset = SplitDataset(split, build_transform(protocol, train=False), indices)
+        augment = None
+        loader = make_loader(dataset, protocol.eval_batch_size, shuffle=False, options=loader_options)
     chunks = []
-    for images, _labels, _idx in tqdm(loader, desc=desc, leave=False, disable=not progress):
+    for data in tqdm(loader, desc=desc, leave=False, disable=not progress):
+        images, _labels, _idx = _images(data, runtime, augment)
         with _autocast(runtime):
-            codes = model.encode(_to_device(images, runtime))
+            codes = model.encode(images)
         chunks.append(codes.float())
     model.train(was_training)
-    codes = torch.cat(chunks)
+    codes = torch.cat(chunks) if chunks else torch.zeros(0, model.bits, device=runtime.device)
     if codes.ndim != 2 or codes.shape[1] != model.bits:
-        raise TrainingError(f"{type(model).__name__}.encode returned shape {tuple(codes.shape)}, expected (n, {model.bits})")
+        raise TrainingError(f"{type(model).__name__}.encode returned shape {tuple(codes.shape)}, "
+                            f"expected (n, {model.bits})")
     return codes
+
+
+def encode_split_sharded(model: HashingModel, split: Split, protocol: Protocol, runtime: Runtime,
+                         loader_options: LoaderOptions, gpu_augment: bool = False,
+                         desc: str = "encode") -> torch.Tensor:
+    """:func:`encode_split` with each rank encoding ``1/N`` of the split; every rank gets all codes."""
+    if not runtime.distributed:
+        return encode_split(model, split, protocol, runtime, loader_options, desc=desc, gpu_augment=gpu_augment)
+    n = len(split)
+    per = -(-n // runtime.world_size)
+    start, stop = distributed.shard_range(n, runtime.rank, runtime.world_size)
+    # pad every shard to the same length (repeat its last item) so all_gather sees equal shapes
+    own = np.arange(start, stop)
+    padded = np.concatenate([own, np.full(per - len(own), stop - 1 if len(own) else 0)]) if per > len(own) else own
+    codes = encode_split(model, split, protocol, runtime, loader_options, desc=desc, gpu_augment=gpu_augment,
+                         indices=padded)
+    gathered = distributed.all_gather_cat(codes)
+    keep = torch.cat([torch.arange(r * per, r * per + (b - a)) for r, (a, b) in
+                      enumerate(distributed.shard_range(n, r, runtime.world_size) for r in range(runtime.world_size))])
+    return gathered[keep.to(gathered.device)]
+
+
+def checkpoint_fingerprint(meta: dict[str, Any] | None) -> str:
+    """A short hash of what a checkpoint must match to be resumed (protocol, method config, seed)."""
+    return hashlib.sha256(json.dumps(meta or {}, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _train_loader(train_split: Split, protocol: Protocol, runtime: Runtime, options: EngineOptions,
+                  seed: int) -> tuple[DataLoader, torch.Generator, DeviceAugment | None]:
+    """The shuffled training loader of this rank (its slice of each global batch) and the device augmenter."""
+    if options.gpu_augment:
+        dataset = SplitDataset(train_split, uint8_transform(protocol))
+        collate = pad_collate
+        augment: DeviceAugment | None = DeviceAugment(protocol, train=True, device=runtime.device,
+                                                      seed=seed * 1000 + runtime.rank + 1,
+                                                      channels_last=runtime.channels_last)
+    else:
+        dataset = SplitDataset(train_split, build_transform(protocol, train=True))
+        collate = None
+        augment = None
+    generator = torch.Generator().manual_seed(seed)
+    try:
+        sampler = distributed.GlobalBatchSampler(len(dataset), protocol.batch_size, generator,
+                                                 drop_last=len(dataset) > protocol.batch_size,
+                                                 rank=runtime.rank, world=runtime.world_size)
+    except ValueError as exc:
+        raise EngineError(str(exc)) from None
+    lo = loader_options_for(runtime, options)
+    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=lo.num_workers, pin_memory=lo.pin_memory,
+                        persistent_workers=lo.persistent_workers, generator=generator, collate_fn=collate)
+    return loader, generator, augment
+
+
+def _local_state(augment: DeviceAugment | None) -> dict[str, Any]:
+    state: dict[str, Any] = {"rng": rng_state()}
+    if augment is not None:
+        state["augment"] = augment.state()
+    return state
 
 
 def train_model(
@@ -91,23 +208,25 @@ def train_model(
     seed: int,
     checkpoint_path: Path | None = None,
     desc: str = "train",
+    checkpoint_meta: dict[str, Any] | None = None,
 ) -> TrainResult:
-    """Train ``model`` on ``train_split`` under ``protocol``; resumes from ``checkpoint_path``."""
+    """Train ``model`` on ``train_split`` under ``protocol``; resumes from ``checkpoint_path``.
+
+    ``checkpoint_meta`` (JSON-able: protocol, method config, seed) is hashed
+    into the checkpoint; a checkpoint written for other settings is ignored.
+    """
     model.to(runtime.device)
     if runtime.channels_last:
         model.to(memory_format=torch.channels_last)
-    loader_options = LoaderOptions(
-        num_workers=options.num_workers,
-        pin_memory=runtime.device.type == "cuda",
-        persistent_workers=options.num_workers > 0,
-    )
-    dataset = SplitDataset(train_split, build_transform(protocol, train=True))
-    drop_last = len(dataset) > protocol.batch_size
-    loader = make_loader(dataset, protocol.batch_size, shuffle=True, options=loader_options, seed=seed, drop_last=drop_last)
-    optimizer = build_optimizer(model, protocol)
+    result = TrainResult(world_size=runtime.world_size)
+    if options.sync_bn and runtime.distributed:
+        torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    loader_options = loader_options_for(runtime, options)
+    loader, generator, augment = _train_loader(train_split, protocol, runtime, options, seed)
+    result.loader_workers = loader_options.num_workers
+    optimizer = build_optimizer(model, protocol, fused=runtime.device.type == "cuda")
     scheduler = build_scheduler(optimizer, protocol)
     scaler = torch.amp.GradScaler(runtime.device.type, enabled=runtime.use_scaler)
-    result = TrainResult()
     labels_t = torch.as_tensor(train_split.labels, dtype=torch.long, device=runtime.device)
 
     def log(name: str, value: float) -> None:
@@ -117,78 +236,133 @@ def train_model(
         device=runtime.device,
         epochs=protocol.epochs,
         train_labels=labels_t,
-        encode_train=lambda: encode_split(model, train_split, protocol, runtime, loader_options, desc="encode train"),
+        encode_train=lambda: encode_split_sharded(model, train_split, protocol, runtime, loader_options,
+                                                  gpu_augment=options.gpu_augment, desc="encode train"),
         log=log,
     )
-    step_fn: Callable[..., Any] = model
-    if options.compile:
-        step_fn = torch.compile(model)
+    fingerprint = checkpoint_fingerprint(checkpoint_meta)
+    memory_sync = distributed.MemorySync(model)
 
     start_epoch = 0
+    with memory_sync:
+        # hooks first, so buffers they create exist when a checkpoint is loaded over them
+        model.on_train_start(ctx)
     state = load_checkpoint(checkpoint_path) if checkpoint_path else None
+    if state is not None and state.get("fingerprint", fingerprint) != fingerprint:
+        state = None  # written for other settings: start over
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
-        set_rng_state(state["rng"])
-        loader.generator.set_state(state["loader_rng"])
+        ranks = state.get("rank_states") or [{"rng": state["rng"]}]
+        mine = ranks[runtime.rank] if runtime.rank < len(ranks) else ranks[0]
+        set_rng_state(mine["rng"])
+        if augment is not None and "augment" in mine:
+            augment.set_state(mine["augment"])
+        generator.set_state(state["loader_rng"])
         result.epoch_losses = list(state["epoch_losses"])
         result.logs = {k: list(v) for k, v in state["logs"].items()}
         start_epoch = result.resumed_from_epoch = int(state["epoch"]) + 1
-    else:
-        model.on_train_start(ctx)
 
-    t0 = time.perf_counter()
+    step_fn: Callable[..., Any] = model
+    if runtime.distributed:
+        step_fn = distributed.wrap_ddp(model, runtime.device, options.find_unused_parameters)
+    if options.compile:
+        step_fn = torch.compile(step_fn)
+
+    t0 = last_save = time.perf_counter()
     n_images = 0
     model.train()
-    epochs = tqdm(range(start_epoch, protocol.epochs), desc=desc, disable=not options.progress, leave=False,
+    show = options.progress and runtime.is_main
+    epochs = tqdm(range(start_epoch, protocol.epochs), desc=desc, disable=not show, leave=False,
                   initial=start_epoch, total=protocol.epochs)
-    for epoch in epochs:
-        sums: dict[str, torch.Tensor] = {}
-        steps = 0
-        for step, (images, labels, idx) in enumerate(loader):
-            batch = Batch(_to_device(images, runtime), labels.to(runtime.device, non_blocking=True),
-                          idx.to(runtime.device, non_blocking=True))
-            with _autocast(runtime):
-                outputs = step_fn(batch.images)
-            loss, parts = model.loss(outputs, batch)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            steps += 1
-            n_images += len(images)
-            for name, value in {"loss": loss, **parts}.items():
-                v = value.detach().float()
-                sums[name] = sums[name] + v if name in sums else v
-            if options.log_every and (step + 1) % options.log_every == 0 and options.progress:
-                epochs.set_postfix(loss=f"{(sums['loss'] / steps).item():.4f}")
-        means = {k: float((v / max(steps, 1)).item()) for k, v in sums.items()}
-        if not all(np.isfinite(v) for v in means.values()):
-            raise TrainingError(f"epoch {epoch}: non-finite loss {means}; lower the learning rate (--lr)")
-        result.epoch_losses.append(means)
-        epochs.set_postfix(loss=f"{means.get('loss', float('nan')):.4f}")
-        scheduler.step()
-        model.on_epoch_end(epoch, ctx)
-        model.train()
-        if checkpoint_path is not None and options.checkpoint and epoch + 1 < protocol.epochs:
-            atomic_torch_save(
-                {
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "scaler": scaler.state_dict(),
-                    "rng": rng_state(),
-                    "loader_rng": loader.generator.get_state(),
-                    "epoch": epoch,
-                    "epoch_losses": result.epoch_losses,
-                    "logs": result.logs,
-                },
-                checkpoint_path,
-            )
+    with memory_sync:
+        for epoch in epochs:
+            sums: dict[str, torch.Tensor] = {}
+            steps = 0
+            for step, data in enumerate(loader):
+                images, labels, idx = _images(data, runtime, augment)
+                batch = Batch(images, labels.to(runtime.device, non_blocking=True),
+                              idx.to(runtime.device, non_blocking=True))
+                with _autocast(runtime):
+                    outputs = _forward(step_fn, batch.images)
+                loss, parts = model.loss(outputs, batch)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                steps += 1
+                n_images += len(images)
+                for name, value in {"loss": loss, **parts}.items():
+                    v = value.detach().float()
+                    sums[name] = sums[name] + v if name in sums else v
+                if show and options.log_every and (step + 1) % options.log_every == 0:
+                    epochs.set_postfix(loss=f"{(sums['loss'] / steps).item():.4f}")
+            means = _epoch_means(sums, steps, runtime)
+            if not all(np.isfinite(v) for v in means.values()):
+                raise TrainingError(f"epoch {epoch}: non-finite loss {means}; lower the learning rate (--lr)")
+            result.epoch_losses.append(means)
+            epochs.set_postfix(loss=f"{means.get('loss', float('nan')):.4f}")
+            scheduler.step()
+            distributed.broadcast_norm_buffers(model)
+            model.on_epoch_end(epoch, ctx)
+            model.train()
+            if checkpoint_path is not None and options.checkpoint and epoch + 1 < protocol.epochs:
+                due = options.checkpoint_every <= 0 or time.perf_counter() - last_save >= options.checkpoint_every
+                if distributed.broadcast_object(due):
+                    _save_checkpoint(checkpoint_path, model, optimizer, scheduler, scaler, generator, augment,
+                                     epoch, result, fingerprint, runtime)
+                    last_save = time.perf_counter()
     if runtime.device.type == "cuda":
         torch.cuda.synchronize(runtime.device)
     result.seconds = time.perf_counter() - t0
-    result.images_per_second = n_images / result.seconds if result.seconds > 0 else 0.0
+    total_images = n_images * runtime.world_size
+    result.images_per_second = total_images / result.seconds if result.seconds > 0 else 0.0
     return result
+
+
+def _forward(step_fn: Callable[..., Any], images: torch.Tensor) -> Any:
+    try:
+        return step_fn(images)
+    except RuntimeError as exc:
+        if "find_unused_parameters" in str(exc):
+            raise TrainingError("DDP: this method's forward leaves some parameters without gradients; "
+                                "rerun with --find-unused-parameters") from exc
+        raise
+
+
+def _epoch_means(sums: dict[str, torch.Tensor], steps: int, runtime: Runtime) -> dict[str, float]:
+    """Mean of each loss over the epoch's steps (and ranks): the one host sync of an epoch."""
+    if not sums:
+        return {}
+    names = sorted(sums)
+    stacked = torch.stack([sums[k] for k in names]) / max(steps, 1)
+    stacked = distributed.all_reduce_mean(stacked)
+    return dict(zip(names, (float(v) for v in stacked.tolist())))
+
+
+def _save_checkpoint(path: Path, model: HashingModel, optimizer: torch.optim.Optimizer, scheduler: Any,
+                     scaler: torch.amp.GradScaler, generator: torch.Generator, augment: DeviceAugment | None,
+                     epoch: int, result: TrainResult, fingerprint: str, runtime: Runtime) -> None:
+    """Every rank's RNG states are gathered; rank 0 writes the file atomically."""
+    rank_states = distributed.gather_objects(_local_state(augment))
+    if not runtime.is_main:
+        return
+    atomic_torch_save(
+        {
+            "format": CHECKPOINT_FORMAT,
+            "fingerprint": fingerprint,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict(),
+            "rank_states": rank_states,
+            "world_size": runtime.world_size,
+            "loader_rng": generator.get_state(),
+            "epoch": epoch,
+            "epoch_losses": result.epoch_losses,
+            "logs": result.logs,
+        },
+        path,
+    )

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from fgbench.metrics.hamming_kernels import histograms_cpu, histograms_torch
+from fgbench.metrics.hamming_kernels import average_precision_fast, histograms_cpu, histograms_torch
 
 
 class MetricInputError(ValueError):
@@ -109,7 +109,8 @@ class RetrievalEvaluation:
     average_precision: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
-        self.average_precision = average_precision_from_histograms(self.h_all, self.h_rel)
+        # the same closed form as average_precision_from_histograms, in one numba pass (ms at VegFru scale)
+        self.average_precision = average_precision_fast(self.h_all, self.h_rel)
 
     @property
     def n_bits(self) -> int:
