@@ -55,7 +55,7 @@ def _missing_message(spec: DatasetSpec, root: Path, reason: str) -> str:
     return _one_line(" ".join(parts))
 
 
-@click.group("data")
+@click.group("data", context_settings={"help_option_names": ["-h", "--help"]})
 def data() -> None:
     """Datasets: where they are, whether they are intact, the decoded cache."""
 
