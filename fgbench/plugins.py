@@ -74,7 +74,7 @@ class NamedRegistry(Generic[T]):
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self._items: dict[str, T] = {}
-        self.conflicts: dict[str, str] = {}
+        self.conflicts: dict[str, list[str]] = {}  # name -> every source that claimed it
 
     def add(self, spec: T, source: str) -> None:
         """Add ``spec``; a name taken twice becomes unusable and raises on lookup.
@@ -82,16 +82,21 @@ class NamedRegistry(Generic[T]):
         Raises :class:`DuplicateNameError` (the caller records it as a failure).
         """
         name = spec.name  # type: ignore[attr-defined]
-        if name in self._items or name in self.conflicts:
-            other = getattr(self._items.pop(name, None), "source", None) or self.conflicts[name].split(" and ")[0]
-            msg = f"{self.kind} {name!r} is registered by both {other} and {source}; uninstall one of them"
-            self.conflicts[name] = msg
-            raise DuplicateNameError(msg)
+        if name in self._items:
+            self.conflicts[name] = [getattr(self._items.pop(name), "source", "?")]
+        if name in self.conflicts:
+            self.conflicts[name].append(source)
+            raise DuplicateNameError(self._conflict_message(name))
         self._items[name] = spec
+
+    def _conflict_message(self, name: str) -> str:
+        sources = self.conflicts[name]
+        return (f"{self.kind} {name!r} is registered by both {', '.join(sources[:-1])} and {sources[-1]}; "
+                f"uninstall one of them")
 
     def get(self, name: str) -> T:
         if name in self.conflicts:
-            raise DuplicateNameError(self.conflicts[name])
+            raise DuplicateNameError(self._conflict_message(name))
         if name not in self._items:
             close = difflib.get_close_matches(name, list(self._items), n=3, cutoff=0.5)
             hint = f" Did you mean {', '.join(close)}?" if close else ""

@@ -92,6 +92,10 @@ def test_duplicate_method_names_error_names_both_sources() -> None:
             host.registry.methods.get("toy")
     assert "dist-one" in str(err.value) and "dist-two" in str(err.value)
     assert any("dist-two" in f.reason for f in host.registry.failures)
+    three = make_plugin("dist-three", methods=[TOY_SPEC])
+    with registered_plugin(one, two, three) as host:
+        with pytest.raises(DuplicateNameError, match="both dist-one, dist-two and dist-three;"):
+            host.registry.methods.get("toy")
 
 
 def test_unknown_name_suggests_close_names(toy_host) -> None:  # type: ignore[no-untyped-def]
