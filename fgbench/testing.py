@@ -4,6 +4,8 @@
 * :func:`tiny_embedded` — a tiny embedded dataset spec (CPU, seconds).
 * :func:`build_context` / :func:`random_batch` — build a method's model on
   small random inputs and feed it a batch, to test shapes and losses.
+* :func:`train_context` — a CPU :class:`~fgbench.TrainContext` for calling
+  lifecycle hooks (``on_train_start``, ``on_epoch_end``) directly.
 * :func:`autocast_loss` — forward under bf16 autocast (as on a GPU) and the
   loss, to check that a method computes its loss in float32.
 * :func:`train_steps` — a few optimizer steps through the real harness loop
@@ -21,7 +23,7 @@ import torch
 from fgbench.backbones import BackboneFactory
 from fgbench.data.base import DatasetSpec
 from fgbench.data.embedded import EmbeddedConfig, embedded_spec
-from fgbench.methods import Batch, BuildContext, HashingModel, MethodSpec
+from fgbench.methods import Batch, BuildContext, HashingModel, MethodSpec, TrainContext
 from fgbench.plugins import PluginHost, get_host, load_plugins, set_host
 from fgbench.protocol import Protocol
 
@@ -93,3 +95,10 @@ def autocast_loss(model: HashingModel, batch: Batch, dtype: torch.dtype = torch.
         outputs = model(batch.images)
     loss, parts = model.loss(outputs, batch)
     return loss, dict(parts)
+
+
+def train_context(ctx: BuildContext, epochs: int = 1, log: Any = None) -> TrainContext:
+    """A CPU TrainContext for ``ctx``'s training labels; ``encode_train`` returns zeros, ``log(name, value)`` defaults to a no-op."""
+    return TrainContext(device=torch.device("cpu"), epochs=epochs, train_labels=torch.as_tensor(ctx.train_labels),
+                        encode_train=lambda: torch.zeros(ctx.num_train, ctx.bits),
+                        log=log or (lambda name, value: None))

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from fgbench import STANDARD_BITS, TrainContext
-from fgbench.testing import autocast_loss, build_context, random_batch, registered_plugin, train_steps
+from fgbench.testing import autocast_loss, build_context, train_context, random_batch, registered_plugin, train_steps
 
 
 @pytest.fixture(autouse=True)
@@ -29,9 +29,7 @@ def _model(bits: int = 12, input_size: int = 32, num_train: int = 16, **config):
 
 
 def _train_context(ctx, logs: list) -> TrainContext:
-    return TrainContext(device=torch.device("cpu"), epochs=1, train_labels=torch.as_tensor(ctx.train_labels),
-                        encode_train=lambda: torch.zeros(ctx.num_train, ctx.bits),
-                        log=lambda name, value: logs.append((name, value)))
+    return train_context(ctx, epochs=1, log=lambda name, value: logs.append((name, value)))
 
 
 # --- registration -----------------------------------------------------------------------------

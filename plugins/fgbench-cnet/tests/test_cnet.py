@@ -9,7 +9,7 @@ import torch
 
 import fgbench
 import fgbench_cnet
-from fgbench.testing import autocast_loss, build_context, random_batch, registered_plugin, train_steps
+from fgbench.testing import autocast_loss, build_context, train_context, random_batch, registered_plugin, train_steps
 from fgbench import attention_zoom, balanced_multitask_loss, peak_saliency, saliency_sample, smoothing_for_confidence
 from fgbench_cnet import SPEC
 
@@ -159,10 +159,9 @@ def test_registered_with_paper_metadata_and_recipes() -> None:
 
 
 def test_balance_weights_logged_and_recorded() -> None:
-    model, _ctx = make(12)
+    model, build_ctx = make(12)
     logged: dict[str, list[float]] = {}
-    ctx = fgbench.TrainContext(device=torch.device("cpu"), epochs=1, train_labels=torch.zeros(4, dtype=torch.long),
-                               encode_train=lambda: torch.zeros(0), log=lambda k, v: logged.setdefault(k, []).append(v))
+    ctx = train_context(build_ctx, log=lambda k, v: logged.setdefault(k, []).append(v))
     model.on_epoch_end(0, ctx)
     assert logged == {"cnet/a": [1.0], "cnet/b": [1.0]}
     state = model.extra_state_for_record()
