@@ -393,20 +393,18 @@ def significance_section(board: Board) -> str:
         if len(methods) < 2:
             out.append("Only one method; nothing to compare.\n")
             continue
-        seeds = stats.pairwise(methods, {m: board.row(m).per_seed[b] for m in methods}, stats.seed_test,
-                               stats.SEED_TEST)
-        if seeds.any_test:
-            n = max(t.n for t in seeds.tests.values())
-            out.append(f"Over seeds — {stats.SEED_TEST}, up to n = {n} seeds:\n\n" + matrix_table(seeds))
-        else:
-            out.append("Over seeds: not tested (fewer than 2 shared seeds; run with e.g. `--seeds 0,1,2`).\n")
-        queries = stats.pairwise(methods, {m: board.row(m).per_query[b] for m in methods}, stats.query_test,
-                                 stats.QUERY_TEST)
-        if queries.any_test:
-            n = max(t.n for t in queries.tests.values())
-            out.append(f"\nOver queries — {stats.QUERY_TEST}, n = {n} queries:\n\n" + matrix_table(queries))
-        else:
-            out.append("\nOver queries: not tested (records hold no per-query AP).\n")
+        kinds = (
+            ("", "seeds", "up to n", "per_seed", stats.seed_test, stats.SEED_TEST,
+             "fewer than 2 shared seeds; run with e.g. `--seeds 0,1,2`"),
+            ("\n", "queries", "n", "per_query", stats.query_test, stats.QUERY_TEST, "records hold no per-query AP"),
+        )
+        for lead, unit, n_label, field, test, test_name, why_not in kinds:
+            result = stats.pairwise(methods, {m: getattr(board.row(m), field)[b] for m in methods}, test, test_name)
+            if result.any_test:
+                n = max(t.n for t in result.tests.values())
+                out.append(f"{lead}Over {unit} — {test_name}, {n_label} = {n} {unit}:\n\n" + matrix_table(result))
+            else:
+                out.append(f"{lead}Over {unit}: not tested ({why_not}).\n")
     return "\n".join(out)
 
 
