@@ -10,6 +10,10 @@
   loss, to check that a method computes its loss in float32.
 * :func:`train_steps` — a few optimizer steps through the real harness loop
   pieces, returning the losses (to check they are finite and decreasing).
+* :func:`train_on_tiny_embedded` — build a method and train it for a few
+  epochs through the harness's own training loop on :func:`tiny_embedded`
+  (lifecycle hooks and code-memory updates included); returns the model and
+  the per-epoch mean losses.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from fgbench.backbones import BackboneFactory
 from fgbench.data.base import DatasetSpec
 from fgbench.data.embedded import EmbeddedConfig, embedded_spec
 from fgbench.methods import Batch, BuildContext, HashingModel, MethodSpec, TrainContext
+from fgbench.hookspecs import hookimpl
 from fgbench.plugins import PluginHost, get_host, load_plugins, set_host
 from fgbench.protocol import Protocol
 
@@ -102,3 +107,47 @@ def train_context(ctx: BuildContext, epochs: int = 1, log: Any = None) -> TrainC
     return TrainContext(device=torch.device("cpu"), epochs=epochs, train_labels=torch.as_tensor(ctx.train_labels),
                         encode_train=lambda: torch.zeros(ctx.num_train, ctx.bits),
                         log=log or (lambda name, value: None))
+
+
+def train_on_tiny_embedded(spec: MethodSpec, epochs: int = 3, bits: int = 8, seed: int = 0,
+                           config: dict[str, Any] | None = None, **protocol_overrides: Any
+                           ) -> tuple[HashingModel, list[dict[str, float]]]:
+    """Train ``spec``'s method on :func:`tiny_embedded` with the harness loop (CPU); the model and its epoch losses.
+
+    The run is what ``fgbench run`` does for one job, without evaluation or
+    a record: the protocol is the tiny dataset's ``fair`` protocol with
+    ``epochs``/``bits`` and ``protocol_overrides`` applied; ``config``
+    overrides fields of the method's config.
+    """
+    from pathlib import Path
+
+    from fgbench.engine.device import EngineOptions, resolve_runtime
+    from fgbench.engine.runner import Job, JobRunner
+    from fgbench.engine.train import train_model
+    from fgbench.protocol import resolve_protocol
+
+    dataset = tiny_embedded(epochs=epochs, bits=(bits,), **protocol_overrides)
+    plugin = _SpecPlugin(spec, dataset)
+    with registered_plugin(plugin) as host:
+        protocol = resolve_protocol("fair", dataset.fair_overrides)
+        options = EngineOptions(device="cpu", progress=False, checkpoint=False)
+        runner = JobRunner(host.registry, Path("."), Path("."), options, {spec.name: dict(config or {})})
+        data = runner.dataset(dataset.name)
+        model, _spec, _config = runner.build_model(Job(spec.name, dataset.name, bits, seed, protocol), data)
+        result = train_model(model, data.split("train"), protocol, resolve_runtime(options), options, seed)
+    return model, result.epoch_losses
+
+
+class _SpecPlugin:
+    """A plugin object registering one method spec and one dataset spec."""
+
+    def __init__(self, method: MethodSpec, dataset: DatasetSpec) -> None:
+        self.method, self.dataset = method, dataset
+
+    @hookimpl
+    def register_methods(self, register: Any) -> None:
+        register(self.method)
+
+    @hookimpl
+    def register_datasets(self, register: Any) -> None:
+        register(self.dataset)

@@ -10,7 +10,15 @@ import pytest
 import torch
 
 from fgbench import STANDARD_BITS, TrainContext
-from fgbench.testing import autocast_loss, build_context, train_context, random_batch, registered_plugin, train_steps
+from fgbench.testing import (
+    autocast_loss,
+    build_context,
+    random_batch,
+    registered_plugin,
+    train_context,
+    train_on_tiny_embedded,
+    train_steps,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -226,6 +234,16 @@ def test_loss_finite_and_decreasing_on_a_fixed_batch(config):
     losses = train_steps(model, batch, steps=6, lr=1e-3)
     assert all(math.isfinite(v) for v in losses)
     assert losses[-1] < losses[0]
+
+
+def test_loss_decreases_training_through_the_harness_on_the_embedded_dataset():
+    torch.manual_seed(0)
+    model, losses = train_on_tiny_embedded(cmbh.SPEC, epochs=3, bits=12)
+    totals = [epoch["loss"] for epoch in losses]
+    assert len(totals) == 3 and all(math.isfinite(t) for t in totals)
+    assert totals[-1] < totals[0]
+    assert (model.memory.codes != 0).all()  # every training image's relaxed code was recorded
+    torch.testing.assert_close(model.prev_codes, model.memory.binary())  # and on_epoch_end took it as b^(t-1)
 
 
 def test_region_loss_sums_over_regions():

@@ -32,7 +32,8 @@ network is trained with ``V`` fixed on::
 
     sum_i sum_j (u_i^T v_j - k S_ij)^2 + gamma sum_i (v_i - u_i)^2
 
-(``S_ij = +1`` same class, ``-1`` otherwise), and at each epoch end ``V`` is
+(``S_ij = +1`` same class; ``-1`` otherwise in ADSH, ``-N+/N-`` here by default:
+``ExchNetConfig.soft_similarity``), and at each epoch end ``V`` is
 updated bit by bit in closed form (ADSH's discrete cyclic coordinate
 descent) with the network fixed: the alternating learning algorithm.
 
@@ -78,6 +79,15 @@ class ExchNetConfig:
         class anchor (Eq. 8: 0.5).
     exchange_from_epoch: first (0-based) epoch with feature exchange; anchors
         exist from the end of the first epoch, so 1 is the earliest.
+    soft_similarity: rebalance the dissimilar entries of ``S`` from ``-1`` to
+        ``-N+/N-`` (similar / dissimilar pair counts), so that every row of
+        ``S`` sums to zero.  ADSH's plain ``S in {-1, +1}`` has a row sum of
+        ``n (2/C - 1)`` with ``C`` balanced classes: the similarity gradient
+        is then dominated by one direction shared by every image, and V's
+        update by ``-sum_i u_i``, which drove codes to a single value
+        (measured: seed 1 on the embedded dataset stayed at chance).  The
+        re-implementation (plugin README, source 4) uses the same rescaling
+        "to converge".  ``False`` gives ADSH's ``S``.
     """
 
     parts: int = 4
@@ -87,6 +97,7 @@ class ExchNetConfig:
     channel_margin: float = 0.4
     exchange_prob: float = 0.5
     exchange_from_epoch: int = 1
+    soft_similarity: bool = True
 
 
 def hellinger_diversity(dist: torch.Tensor) -> torch.Tensor:
@@ -100,6 +111,20 @@ def hellinger_diversity(dist: torch.Tensor) -> torch.Tensor:
     m = root.shape[1]
     i, j = torch.triu_indices(m, m, offset=1, device=dist.device)
     return ((root[:, i] - root[:, j]).norm(dim=-1) / _SQRT2).mean(dim=1)
+
+
+def dissimilar_similarity(labels: torch.Tensor, num_classes: int, soft: bool) -> float:
+    """The value of ``S_ij`` for a dissimilar pair: ``-1`` (ADSH) or ``-N+/N-`` (``soft``).
+
+    ``N+``/``N-`` count the similar / dissimilar ordered pairs of the
+    training set, so that ``sum_j S_ij`` is zero on average over ``i``.
+    """
+    if not soft:
+        return -1.0
+    counts = torch.bincount(labels, minlength=num_classes).double()
+    similar = float((counts ** 2).sum())
+    dissimilar = float(labels.numel()) ** 2 - similar
+    return -similar / dissimilar if dissimilar > 0 else -1.0
 
 
 def exchange_features(local: torch.Tensor, labels: torch.Tensor, anchors: torch.Tensor,
@@ -148,6 +173,7 @@ class ExchNet(HashingModel):
 
         labels = torch.as_tensor(ctx.train_labels, dtype=torch.long)
         self.register_buffer("train_labels", labels)
+        self.dissimilar_value = dissimilar_similarity(labels, ctx.num_classes, cfg.soft_similarity)
         g = torch.Generator().manual_seed(int(ctx.seed))
         self.query_codes = CodeMemory(ctx.num_train, ctx.bits)  # U: latest u_i of every training image
         self.database_codes = CodeMemory(ctx.num_train, ctx.bits, init="sign-random", generator=g)  # V
@@ -194,7 +220,7 @@ class ExchNet(HashingModel):
 
         # ADSH objective with V fixed, divided by batch x n as in ADSH
         v = self.database_codes.codes
-        s = torch.where(labels[:, None] == self.train_labels[None, :], 1.0, -1.0)  # S_ij in {-1, +1}, (B, n)
+        s = torch.where(labels[:, None] == self.train_labels[None, :], 1.0, self.dissimilar_value)  # S_ij, (B, n)
         norm = u.shape[0] * v.shape[0]
         similarity = (u @ v.T - self.bits * s).pow(2).sum() / norm
         quantization = cfg.gamma * (v[batch.indices] - u).pow(2).sum() / norm
@@ -213,12 +239,14 @@ class ExchNet(HashingModel):
         """ADSH's closed-form bit-wise update of ``V`` with the network fixed (Ω = the whole training set).
 
         ``V_{*k} = sign(k (S^T U)_{*k} + gamma U_{*k} - V_hat U_hat^T U_{*k})``, where
-        hats drop column ``k``; ``S^T U`` is formed from class sums (no n x n matrix).
+        hats drop column ``k``; ``S^T U`` is formed from class sums (no n x n matrix):
+        with ``S_ij = 1`` (same class) or ``-p``, ``(S^T U)_j = (1 + p) sum_{i in y_j} u_i - p sum_i u_i``.
         """
         u = self.query_codes.codes
         v = self.database_codes.codes.clone()
         class_sums = torch.zeros(self.num_classes, self.bits, device=u.device).index_add_(0, self.train_labels, u)
-        s_t_u = 2.0 * class_sums[self.train_labels] - u.sum(dim=0, keepdim=True)  # S^T U for S in {-1, +1}
+        p = -self.dissimilar_value
+        s_t_u = (1.0 + p) * class_sums[self.train_labels] - p * u.sum(dim=0, keepdim=True)
         q = self.bits * s_t_u + self.config.gamma * u
         for k in range(self.bits):
             rest = torch.arange(self.bits, device=u.device) != k

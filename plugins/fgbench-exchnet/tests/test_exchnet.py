@@ -9,7 +9,15 @@ import pytest
 import torch
 
 from fgbench import STANDARD_BITS, TrainContext
-from fgbench.testing import autocast_loss, build_context, train_context, random_batch, registered_plugin, train_steps
+from fgbench.testing import (
+    autocast_loss,
+    build_context,
+    random_batch,
+    registered_plugin,
+    train_context,
+    train_on_tiny_embedded,
+    train_steps,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -31,11 +39,27 @@ def _train_context(ctx, logs: list) -> TrainContext:
     return train_context(ctx, epochs=2, log=lambda name, value: logs.append((name, value)))
 
 
+def _similarity_matrix(model) -> torch.Tensor:
+    """The explicit n x n ``S`` of the training set (1 same class, the model's dissimilar value otherwise)."""
+    same = model.train_labels[:, None] == model.train_labels[None, :]
+    return torch.where(same, 1.0, model.dissimilar_value)
+
+
 def _adsh_objective(model) -> float:
     """ADSH objective over the whole training set with U = the query-code memory (for the V-step test)."""
     u, v = model.query_codes.codes, model.database_codes.codes
-    s = 2.0 * (model.train_labels[:, None] == model.train_labels[None, :]).float() - 1.0
+    s = _similarity_matrix(model)
     return float(((u @ v.T - model.bits * s) ** 2).sum() + model.config.gamma * ((v - u) ** 2).sum())
+
+
+def _dcc_reference(u: torch.Tensor, v: torch.Tensor, s: torch.Tensor, bits: int, gamma: float) -> torch.Tensor:
+    """ADSH's bit-wise V update written with the explicit matrix ``S`` (no class-sum shortcut)."""
+    v = v.clone()
+    q = bits * s.T @ u + gamma * u
+    for k in range(bits):
+        rest = [j for j in range(bits) if j != k]
+        v[:, k] = torch.sign(q[:, k] - v[:, rest] @ u[:, rest].T @ u[:, k])
+    return v
 
 
 def test_registers_with_cited_numbers():
@@ -113,9 +137,10 @@ def test_hellinger_diversity_bounds():
     torch.testing.assert_close(exchnet.hellinger_diversity(disjoint), torch.ones(2))
 
 
-def test_database_codes_step_lowers_the_adsh_objective():
+@pytest.mark.parametrize("soft", [True, False])
+def test_database_codes_step_lowers_the_adsh_objective(soft):
     torch.manual_seed(0)
-    ctx, model = _model(bits=24, num_train=16)
+    ctx, model = _model(bits=24, num_train=16, soft_similarity=soft)
     model.query_codes.replace(torch.tanh(torch.randn(16, 24)))
     before_v = model.database_codes.codes.clone()
     before = _adsh_objective(model)
@@ -125,6 +150,39 @@ def test_database_codes_step_lowers_the_adsh_objective():
     v = model.database_codes.codes
     assert set(v.unique().tolist()) <= {-1.0, 1.0} and not torch.equal(v, before_v)
     assert logs[0][0] == "exchnet/v_bits_changed"
+
+
+@pytest.mark.parametrize("soft", [True, False])
+def test_database_codes_step_matches_the_explicit_similarity_matrix(soft):
+    torch.manual_seed(1)
+    ctx, model = _model(bits=12, num_train=20, soft_similarity=soft)
+    u = torch.tanh(2.0 * torch.randn(20, 12))
+    model.query_codes.replace(u)
+    expected = _dcc_reference(u, model.database_codes.codes, _similarity_matrix(model), 12, model.config.gamma)
+    model.update_database_codes()
+    torch.testing.assert_close(model.database_codes.codes, expected)
+
+
+def test_soft_similarity_rows_sum_to_zero_and_hard_is_adsh():
+    """Soft S sums to zero, so a direction shared by every relaxed code adds nothing to S^T U (the
+    collapse seen with ADSH's S on the embedded dataset); hard S is ADSH's {-1, +1}."""
+    labels = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2, 2, 3])
+    soft = exchnet.dissimilar_similarity(labels, 4, soft=True)
+    same = labels[:, None] == labels[None, :]
+    s = torch.where(same, 1.0, torch.tensor(soft, dtype=torch.float64))
+    assert s.sum().item() == pytest.approx(0.0, abs=1e-9)
+    assert soft == pytest.approx(-(9 + 4 + 16 + 1) / (100 - 30))
+    assert exchnet.dissimilar_similarity(labels, 4, soft=False) == -1.0
+
+
+def test_loss_decreases_training_through_the_harness_on_the_embedded_dataset():
+    torch.manual_seed(0)
+    model, losses = train_on_tiny_embedded(exchnet.SPEC, epochs=3, bits=12)
+    totals = [epoch["loss"] for epoch in losses]
+    assert len(totals) == 3 and all(math.isfinite(t) for t in totals)
+    assert totals[-1] < totals[0]
+    assert int(model.epoch) == 3  # on_epoch_end ran after every epoch: anchors and V refreshed
+    assert (model.anchors.abs().sum(dim=(1, 2)) > 0).all()
 
 
 def test_database_codes_are_not_the_encoder():
