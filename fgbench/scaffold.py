@@ -168,7 +168,7 @@ from __future__ import annotations
 
 import math
 
-from fgbench.testing import build_context, random_batch, registered_plugin, train_steps
+from fgbench.testing import build_context, random_batch, registered_plugin, train_on_tiny_embedded, train_steps
 
 import {package}
 from {package} import SPEC
@@ -187,6 +187,12 @@ def test_loss_is_finite_and_decreases() -> None:
     losses = train_steps(model, random_batch(ctx, batch_size=8), steps=6)
     assert all(math.isfinite(v) for v in losses)
     assert losses[-1] < losses[0]
+
+
+def test_trains_through_the_harness_loop() -> None:
+    """Two epochs of the real training loop on a tiny embedded dataset: lifecycle hooks included."""
+    _model, epochs = train_on_tiny_embedded(SPEC, epochs=2, bits=12)
+    assert len(epochs) == 2 and all(math.isfinite(e["loss"]) for e in epochs)
 
 
 def test_plugin_registers_through_the_hook() -> None:

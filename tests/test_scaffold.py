@@ -75,7 +75,7 @@ def _run_generated_tests(root: Path, package: str) -> None:
     try:
         module = importlib.import_module(f"test_{package.removeprefix('fgbench_')}")
         tests = [getattr(module, n) for n in sorted(dir(module)) if n.startswith("test_")]
-        assert len(tests) == 3
+        assert len(tests) == 4
         for test in tests:
             test()
     finally:
