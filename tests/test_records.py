@@ -1,25 +1,10 @@
-"""Run records: atomic writes and readable errors."""
+"""Run records: readable errors (atomic writes: test_atomic.py)."""
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
-from fgbench.results.records import RecordError, atomic_write_text, iter_records
-
-
-def test_atomic_write_leaves_no_partial_file(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    target = tmp_path / "out" / "record.json"
-
-    def boom(src, dst):  # type: ignore[no-untyped-def]
-        raise OSError("disk full")
-
-    monkeypatch.setattr(os, "replace", boom)
-    with pytest.raises(OSError):
-        atomic_write_text(target, "{}")
-    assert not target.exists()
-    assert list(target.parent.iterdir()) == []
+from fgbench.results.records import RecordError, iter_records
 
 
 def test_unreadable_results_dir_and_record(tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -23,7 +23,6 @@ with a warning and ``prepare`` rebuilds it.
 from __future__ import annotations
 
 import json
-import os
 import warnings
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ import numpy as np
 from filelock import FileLock
 from PIL import Image
 
+from fgbench.atomic import atomic_output, atomic_write_text
 from fgbench.data.base import SPLITS, Split
 from fgbench.data.images import load_resized
 from fgbench.data.listed import FileSplit, ListedDataset
@@ -140,10 +140,8 @@ def _decoded(jobs: list[tuple[Path, int, int]], workers: int) -> Iterator[np.nda
 
 
 def _atomic_save(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
+    with atomic_output(path, "wb") as f:
         np.save(f, array)
-    os.replace(tmp, path)
 
 
 def build_cache(
@@ -182,9 +180,7 @@ def build_cache(
             "counts": counts,
             "list_files": [str(p) for p in dataset.listing.list_files],
         }
-        tmp = directory / f"meta.json.tmp-{os.getpid()}"
-        tmp.write_text(json.dumps(meta, indent=2))
-        os.replace(tmp, directory / "meta.json")
+        atomic_write_text(directory / "meta.json", json.dumps(meta, indent=2))
     return directory
 
 
@@ -201,17 +197,11 @@ def _write_split(directory: Path, split: str, source: FileSplit, arrays: Iterabl
     offsets = np.zeros(n + 1, dtype=np.int64)
     shapes = np.zeros((n, 3), dtype=np.int32)
     pixels = directory / f"{split}.pixels"
-    tmp = pixels.with_name(f"{pixels.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            for i, array in enumerate(arrays):
-                f.write(np.ascontiguousarray(array).tobytes())
-                shapes[i] = array.shape
-                offsets[i + 1] = offsets[i] + array.size
-        os.replace(tmp, pixels)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_output(pixels, "wb") as f:
+        for i, array in enumerate(arrays):
+            f.write(np.ascontiguousarray(array).tobytes())
+            shapes[i] = array.shape
+            offsets[i + 1] = offsets[i] + array.size
     _atomic_save(directory / f"{split}.offsets.npy", offsets)
     _atomic_save(directory / f"{split}.shapes.npy", shapes)
     _atomic_save(directory / f"{split}.labels.npy", source.labels)

@@ -29,6 +29,8 @@ import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
+from fgbench.atomic import atomic_output
+
 CREATOR = f"fgbench leaderboard (matplotlib {matplotlib.__version__})"
 RC = {
     "svg.hashsalt": "fgbench",
@@ -61,14 +63,16 @@ def method_style(methods: Sequence[str]) -> dict[str, dict[str, Any]]:
 
 
 def save(fig: Figure, stem: Path, svg: bool = True) -> list[Path]:
-    """Write ``stem.png`` (and ``stem.svg``) deterministically; return the paths."""
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    paths = [stem.with_suffix(".png")]
+    """Write ``stem.png`` (and ``stem.svg``) deterministically and atomically; return the paths."""
+    formats = {"png": {"Software": CREATOR}}
+    if svg:
+        formats["svg"] = {"Creator": CREATOR, "Date": None, "Format": "image/svg+xml"}
+    paths = []
     with figure_style():
-        fig.savefig(paths[0], format="png", metadata={"Software": CREATOR})
-        if svg:
-            paths.append(stem.with_suffix(".svg"))
-            fig.savefig(paths[1], format="svg", metadata={"Creator": CREATOR, "Date": None, "Format": "image/svg+xml"})
+        for fmt, metadata in formats.items():
+            paths.append(stem.with_suffix(f".{fmt}"))
+            with atomic_output(paths[-1], "wb") as fh:
+                fig.savefig(fh, format=fmt, metadata=metadata)
     return paths
 
 

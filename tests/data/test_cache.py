@@ -30,7 +30,7 @@ def test_round_trip_and_split_uses_cache(tmp_path):
     directory = cache_dir(tmp_path, "cub", SIZE)
     assert directory == tmp_path / ".fgbench-cache" / f"cub-{SIZE}"
     assert {"meta.json", "train.pixels", "train.offsets.npy", "test.shapes.npy"} <= {p.name for p in directory.iterdir()}
-    assert not [p for p in directory.iterdir() if ".tmp-" in p.name]
+    assert not [p for p in directory.iterdir() if p.name.endswith(".tmp")]
     ds = official(tmp_path, cache_size=SIZE)
     files = official(tmp_path, use_cache=False)
     for which in ("train", "test"):
@@ -91,7 +91,7 @@ def test_damaged_image_commits_nothing(tmp_path):
         build_cache(official(tmp_path, use_cache=False), tmp_path, SIZE)
     directory = cache_dir(tmp_path, "cub", SIZE)
     assert not (directory / "meta.json").exists()
-    assert not [p for p in directory.iterdir() if ".tmp-" in p.name]
+    assert not [p for p in directory.iterdir() if p.name.endswith(".tmp")]
     assert isinstance(official(tmp_path, cache_size=SIZE).split("train"), FileSplit)
 
 

@@ -1,0 +1,59 @@
+"""Atomic file output: every result, checkpoint, cache and figure file is written this way.
+
+The content goes to a temporary file in the target's folder, which is
+renamed over the target only once it is complete, so a crash, a full disk or
+a kill at any moment leaves the old file or the new one, never a torn one,
+and no temporary file behind.  The new file gets the permissions an ordinary
+``open(path, "w")`` would (``0o666`` less the umask), not ``mkstemp``'s
+private ``0o600``: results folders are often shared.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import IO, Any, Iterator
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_umask()  # read once, at import (single-threaded), not per write
+
+
+@contextlib.contextmanager
+def atomic_output(path: Path | str, mode: str = "w", fsync: bool = False) -> Iterator[IO[Any]]:
+    """Open a temporary file beside ``path`` (``mode`` ``"w"``: UTF-8 text with ``\\n`` newlines, or ``"wb"``).
+
+    On a normal exit from the ``with`` block the file is closed (flushed to
+    disk first when ``fsync``) and renamed to ``path``; on an exception it is
+    deleted and ``path`` is left as it was.
+    """
+    if mode not in ("w", "wb"):
+        raise ValueError(f"mode {mode!r}: use 'w' or 'wb'")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        text = {"encoding": "utf-8", "newline": "\n"} if mode == "w" else {}
+        with os.fdopen(fd, mode, **text) as fh:
+            yield fh
+            if fsync:
+                fh.flush()
+                os.fsync(fh.fileno())
+        os.chmod(tmp, _FILE_MODE)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def atomic_write_text(path: Path | str, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    with atomic_output(path, "w") as fh:
+        fh.write(text)
