@@ -11,6 +11,7 @@ from click.testing import CliRunner
 
 from conftest import TOY_SPEC, make_plugin
 from fgbench.cli import main
+from fgbench.results.records import read_record
 from fgbench.testing import registered_plugin, tiny_embedded
 
 TINY_RUN = ["run", "--methods", "toy", "--datasets", "tiny", "--bits", "8,16", "--seeds", "0,1", "-q"]
@@ -46,7 +47,7 @@ def test_run_writes_records_and_prints_leaderboard(tiny_run) -> None:  # type: i
     assert 0.0 <= rec["metrics"]["map"] <= 1.0 and {"p@10", "p@100", "p@r2"} <= set(rec["metrics"])
     assert rec["cost"]["params_m"] > 11 and rec["cost"]["input_size"] == 224
     assert rec["model_selection"].startswith("final epoch")
-    assert rec["num_database"] == 24 and rec["num_query"] == 12 and len(rec["per_query_ap"]) == 12
+    assert rec["num_database"] == 24 and rec["num_query"] == 12 and len(read_record(records[0]).per_query_ap) == 12
     assert {"torch", "fgbench", "device"} <= set(rec["environment"])
     assert "| toy" in output and "(n=2)" in output
     assert not list(tmp_path.rglob("*.tmp")) and not list(tmp_path.rglob("*.ckpt"))

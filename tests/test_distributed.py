@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from fgbench.results.records import read_record
+
 from test_engine_support import fgbench_cmd, plugin_dir, subprocess_env  # noqa: F401  (plugin_dir is a fixture)
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
@@ -53,12 +55,12 @@ def test_two_processes_match_one(plugin_dir: Path, tmp_path: Path) -> None:  # n
             torch.testing.assert_close(r0[key], single[key], atol=1e-4, rtol=1e-4)
         assert (single["memory"] != 0).all() and single["encoded"].shape == (24, 8)
 
-    a = json.loads(next((one / "results").rglob("plain/*.json")).read_text())
-    b = json.loads(next((two / "results").rglob("plain/*.json")).read_text())
+    a_path, b_path = (next((d / "results").rglob("plain/*.json")) for d in (one, two))
+    a, b = json.loads(a_path.read_text()), json.loads(b_path.read_text())
     assert b["engine"]["world_size"] == 2 and b["environment"]["world_size"] == 2 and a["engine"]["world_size"] == 1
     for x, y in zip(a["training"]["epoch_losses"], b["training"]["epoch_losses"]):
         assert x.keys() == y.keys() and all(abs(x[k] - y[k]) < 1e-4 for k in x)
-    assert a["per_query_ap"] == pytest.approx(b["per_query_ap"], abs=1e-6)
+    assert read_record(a_path).per_query_ap == pytest.approx(read_record(b_path).per_query_ap, abs=1e-6)
 
     dpsh = json.loads(next((two / "results").rglob("crashy/*.json")).read_text())
     assert 0.0 <= dpsh["metrics"]["map"] <= 1.0 and dpsh["engine"]["world_size"] == 2
