@@ -17,7 +17,7 @@ from fgbench.data.base import (
 )
 from fgbench.hookspecs import API_VERSION, hookimpl, hookspec
 from fgbench.cascade import ConvBlock, check_stages, stage_widths
-from fgbench.losses import CodeMemory, balanced_multitask_loss, label_smoothing_ce, smoothing_for_confidence
+from fgbench.losses import ClassMeans, CodeMemory, balanced_multitask_loss, label_smoothing_ce, smoothing_for_confidence
 from fgbench.methods import (
     STANDARD_BITS,
     Batch,
@@ -33,7 +33,7 @@ from fgbench.protocol import Protocol
 from fgbench.zoom import attention_zoom, peak_saliency, saliency_sample
 from fgbench.proxies import ProxyCodes, fish_proxy_codes, solve_fish_proxies
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "API_VERSION",
@@ -41,6 +41,7 @@ __all__ = [
     "Backbone",
     "Batch",
     "BuildContext",
+    "ClassMeans",
     "CodeMemory",
     "ConvBlock",
     "DatasetError",

@@ -3,6 +3,8 @@
 * :class:`CodeMemory` — a memory of the whole training set's relaxed or
   binary codes, indexed by training-set position (DPSH's U, CMBH's previous
   epoch codes B and class-mean codes, ADSH/ExchNet's database codes V).
+* :class:`ClassMeans` — per-class running sums and counts of vectors over
+  an epoch (ExchNet's categorical anchors).
 * :func:`label_smoothing_ce` — cross-entropy with label smoothing (CNET,
   Multi-FusNet), and :func:`smoothing_for_confidence` to express it as the
   true-class probability the papers state.
@@ -55,6 +57,44 @@ class CodeMemory(nn.Module):
         sums.index_add_(0, labels, codes)
         counts = torch.bincount(labels, minlength=num_classes).clamp_min(1).to(codes.dtype)
         return sums / counts[:, None]
+
+
+class ClassMeans(nn.Module):
+    """Per-class sums and counts of vectors, ``(num_classes, *shape)``, accumulated by ``add``.
+
+    For statistics gathered from the training batches of an epoch, such as
+    ExchNet's anchors (class means of each part's local feature).  Kept as
+    buffers (checkpoints carry them).  Under ``--nproc N`` the harness
+    all-gathers every ``add`` (as it does for ``CodeMemory.update``), so the
+    sums are those of the global batches and identical on every rank.
+    """
+
+    def __init__(self, num_classes: int, shape: int | tuple[int, ...]) -> None:
+        super().__init__()
+        shape = (shape,) if isinstance(shape, int) else tuple(shape)
+        self.register_buffer("sums", torch.zeros(num_classes, *shape))
+        self.register_buffer("counts", torch.zeros(num_classes))
+
+    @torch.no_grad()
+    def add(self, labels: torch.Tensor, values: torch.Tensor) -> None:
+        """Add ``values`` (``(batch, *shape)``) to the sums of their ``labels``."""
+        labels = labels.to(self.sums.device).long()
+        self.sums.index_add_(0, labels, values.detach().to(self.sums.dtype))
+        self.counts.index_add_(0, labels, torch.ones_like(labels, dtype=self.counts.dtype))
+
+    def seen(self) -> torch.Tensor:
+        """Bool ``(num_classes,)``: classes with at least one value since the last ``reset``."""
+        return self.counts > 0
+
+    def means(self) -> torch.Tensor:
+        """``sums / counts``; rows of unseen classes are zero (check :meth:`seen`)."""
+        shape = (-1,) + (1,) * (self.sums.dim() - 1)
+        return self.sums / self.counts.clamp_min(1).view(shape)
+
+    @torch.no_grad()
+    def reset(self) -> None:
+        self.sums.zero_()
+        self.counts.zero_()
 
 
 def label_smoothing_ce(logits: torch.Tensor, labels: torch.Tensor, smoothing: float = 0.1) -> torch.Tensor:

@@ -143,12 +143,12 @@ def make_plugin_manager() -> pluggy.PluginManager:
 
 
 def _check_api_version(plugin: Any, source: str) -> None:
+    """Warn when ``plugin`` targets a newer API than this fgbench (the API only grows, so older targets work)."""
     target = getattr(plugin, "FGBENCH_API_VERSION", None)
-    if target is not None and int(target) != hookspecs.API_VERSION:
-        newer = "newer" if int(target) > hookspecs.API_VERSION else "older"
+    if target is not None and int(target) > hookspecs.API_VERSION:
         warnings.warn(
             f"plugin {source} targets fgbench API version {target}, this fgbench has {hookspecs.API_VERSION} "
-            f"({newer}); it may not work as intended",
+            f"(the plugin is newer); it may not work as intended: upgrade fgbench",
             stacklevel=3,
         )
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import fgbench
 from fgbench.hookspecs import API_VERSION
 from fgbench.methods import METHOD_NAME_RE
 
@@ -52,7 +53,7 @@ version = "0.1.0"
 description = "{method} as an fgbench method plugin"
 readme = "README.md"
 requires-python = ">=3.10"
-dependencies = ["fgbench>=0.1", "torch>=2.2,<3"]
+dependencies = ["fgbench>={fgbench_min}", "torch>=2.2,<3"]
 
 [project.optional-dependencies]
 test = ["pytest>=7"]
@@ -237,7 +238,8 @@ def render_files(name: str) -> dict[str, str]:
     """Relative path -> content of every file of the plugin for method ``name``."""
     n = PluginNames.from_method(name)
     fields = {"method": n.method, "dist": n.dist, "package": n.package, "camel": n.camel,
-              "module": n.package.removeprefix("fgbench_"), "api_version": API_VERSION}
+              "module": n.package.removeprefix("fgbench_"), "api_version": API_VERSION,
+              "fgbench_min": ".".join(fgbench.__version__.split("+")[0].split(".")[:2])}
     return {
         "pyproject.toml": PYPROJECT.format(**fields),
         f"{n.package}/__init__.py": MODULE.format(**fields),

@@ -50,10 +50,12 @@ def test_two_processes_match_one(plugin_dir: Path, tmp_path: Path) -> None:  # n
         r0 = torch.load(two / "dump" / f"rank0-epoch{epoch}.pt")
         r1 = torch.load(two / "dump" / f"rank1-epoch{epoch}.pt")
         single = torch.load(one / "dump" / f"rank0-epoch{epoch}.pt")
-        for key in ("memory", "weight", "encoded"):  # encode_train() is sharded across ranks, then gathered
+        # encode_train() is sharded across ranks, then gathered; ClassMeans.add is all-gathered like memory updates
+        for key in ("memory", "weight", "encoded", "class_sums", "class_counts"):
             assert torch.equal(r0[key], r1[key]), key
             torch.testing.assert_close(r0[key], single[key], atol=1e-4, rtol=1e-4)
         assert (single["memory"] != 0).all() and single["encoded"].shape == (24, 8)
+        assert single["class_counts"].sum() == 24 and torch.equal(r0["class_counts"], single["class_counts"])
 
     a_path, b_path = (next((d / "results").rglob("plain/*.json")) for d in (one, two))
     a, b = json.loads(a_path.read_text()), json.loads(b_path.read_text())

@@ -96,6 +96,7 @@ class Plain(fgbench.HashingModel):
         self.features = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten())
         self.hash = nn.Linear(32, ctx.bits)
         self.memory = fgbench.CodeMemory(ctx.num_train, ctx.bits)
+        self.class_stats = fgbench.ClassMeans(ctx.num_classes, ctx.bits)
         self.register_buffer("train_labels", torch.as_tensor(ctx.train_labels, dtype=torch.long))
 
     def encode(self, images):
@@ -107,6 +108,7 @@ class Plain(fgbench.HashingModel):
     def loss(self, u, batch):
         u = u.float()
         self.memory.update(batch.indices, u)
+        self.class_stats.add(batch.labels, u)
         similar = (batch.labels[:, None] == self.train_labels[None, :]).float()
         theta = 0.5 * u @ self.memory.codes.T
         pair = (F.softplus(theta) - similar * theta).sum() / (len(u) * len(self.train_labels))
@@ -118,7 +120,10 @@ class Plain(fgbench.HashingModel):
         if folder:
             rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
             torch.save({"memory": self.memory.codes.clone(), "weight": self.hash.weight.detach().clone(),
-                        "encoded": ctx.encode_train()}, os.path.join(folder, f"rank{rank}-epoch{epoch}.pt"))
+                        "encoded": ctx.encode_train(), "class_sums": self.class_stats.sums.clone(),
+                        "class_counts": self.class_stats.counts.clone()},
+                       os.path.join(folder, f"rank{rank}-epoch{epoch}.pt"))
+        self.class_stats.reset()
 
 
 def _spec(name, build, config_cls, summary):

@@ -114,6 +114,17 @@ def test_api_version_mismatch_warns() -> None:
     assert any("newer" in str(w.message) for w in caught)
 
 
+def test_plugin_targeting_an_older_api_loads_without_warning() -> None:
+    plugin = make_plugin("old-plugin")
+    plugin.FGBENCH_API_VERSION = 1  # type: ignore[attr-defined]
+    assert hookspecs.API_VERSION > 1
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with registered_plugin(plugin):
+            pass
+    assert not [w for w in caught if "API version" in str(w.message)]
+
+
 def test_every_hook_is_documented_and_typed() -> None:
     for name in ("register_methods", "register_datasets", "register_metrics"):
         fn = getattr(hookspecs, name)

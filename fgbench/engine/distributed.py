@@ -15,8 +15,9 @@ What keeps N processes equivalent to one:
   of a per-batch mean loss.  The protocol's ``batch_size`` stays the global
   batch; each rank holds ``batch_size / N``.
 * :class:`MemorySync` makes every :class:`~fgbench.losses.CodeMemory` update
-  collective while training: the rows written by each rank are all-gathered
-  and written on every rank, at the moment of the update.  A method that
+  (and every :class:`~fgbench.losses.ClassMeans` add) collective while
+  training: the rows written by each rank are all-gathered and written on
+  every rank, at the moment of the update.  A method that
   writes the batch's codes into its memory and then reads the memory in the
   same loss (DPSH, CMBH) therefore sees the whole global batch, as in one
   process.  Methods need no change; the one rule is that every rank calls
@@ -47,7 +48,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import Sampler
 
-from fgbench.losses import CodeMemory
+from fgbench.losses import ClassMeans, CodeMemory
 
 _NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
 
@@ -193,36 +194,41 @@ def wrap_ddp(model: nn.Module, device: torch.device, find_unused_parameters: boo
 
 
 class MemorySync:
-    """Within a ``with`` block, every ``CodeMemory.update`` of ``model`` is all-gathered across ranks.
+    """Within a ``with`` block, every ``CodeMemory.update`` / ``ClassMeans.add`` of ``model`` is all-gathered.
 
-    The harness's hook for per-image memories (module docstring): the rows
-    ``(indices, values)`` given by each rank are concatenated in rank order
-    and written on every rank through the memory's own ``update``, so
-    memories stay identical everywhere.  A no-op in a single process.
+    The harness's hook for memories (module docstring): the rows
+    ``(indices or labels, values)`` given by each rank are concatenated in
+    rank order and passed on every rank to the module's own method, so
+    memories and class sums stay identical everywhere.  A no-op in a single
+    process.
     """
 
+    WRAPPED = ((CodeMemory, "update", "codes"), (ClassMeans, "add", "sums"))
+
     def __init__(self, model: nn.Module) -> None:
-        self.memories = [m for m in model.modules() if isinstance(m, CodeMemory)] if info().enabled else []
+        self.targets = [(m, method, buffer) for m in model.modules() for cls, method, buffer in self.WRAPPED
+                        if isinstance(m, cls)] if info().enabled else []
 
     def __enter__(self) -> "MemorySync":
-        for memory in self.memories:
-            memory.update = self._collective_update(memory)  # instance attribute shadows the method
+        for module, method, buffer in self.targets:
+            setattr(module, method, self._collective(module, method, buffer))  # instance attribute shadows it
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for memory in self.memories:
-            memory.__dict__.pop("update", None)
+        for module, method, _buffer in self.targets:
+            module.__dict__.pop(method, None)
 
     @staticmethod
-    def _collective_update(memory: CodeMemory):  # type: ignore[no-untyped-def]
-        local_update = type(memory).update
+    def _collective(module: nn.Module, method: str, buffer: str):  # type: ignore[no-untyped-def]
+        local = getattr(type(module), method)
 
-        def update(indices: torch.Tensor, values: torch.Tensor) -> None:
-            idx = indices.to(memory.codes.device).long().reshape(-1)
-            vals = values.detach().to(device=memory.codes.device, dtype=memory.codes.dtype)
-            local_update(memory, all_gather_cat(idx), all_gather_cat(vals))
+        def collective(keys: torch.Tensor, values: torch.Tensor) -> None:
+            store = getattr(module, buffer)
+            keys = keys.to(store.device).long().reshape(-1)
+            values = values.detach().to(device=store.device, dtype=store.dtype)
+            local(module, all_gather_cat(keys), all_gather_cat(values))
 
-        return update
+        return collective
 
 
 class GlobalBatchSampler(Sampler[list[int]]):

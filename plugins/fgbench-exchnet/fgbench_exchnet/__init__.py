@@ -54,6 +54,7 @@ from torch import nn
 from fgbench import (
     Batch,
     BuildContext,
+    ClassMeans,
     CodeMemory,
     HashingModel,
     MethodSpec,
@@ -62,7 +63,7 @@ from fgbench import (
     hookimpl,
 )
 
-FGBENCH_API_VERSION = 1
+FGBENCH_API_VERSION = 2  # uses ClassMeans (API 2)
 _SQRT2 = 2.0 ** 0.5
 
 
@@ -178,8 +179,7 @@ class ExchNet(HashingModel):
         self.query_codes = CodeMemory(ctx.num_train, ctx.bits)  # U: latest u_i of every training image
         self.database_codes = CodeMemory(ctx.num_train, ctx.bits, init="sign-random", generator=g)  # V
         self.register_buffer("anchors", torch.zeros(ctx.num_classes, cfg.parts, dim))  # C
-        self.register_buffer("anchor_sums", torch.zeros(ctx.num_classes, cfg.parts, dim))
-        self.register_buffer("anchor_counts", torch.zeros(ctx.num_classes))
+        self.anchor_stats = ClassMeans(ctx.num_classes, (cfg.parts, dim))  # this epoch's sums of f^j per class
         self.register_buffer("epoch", torch.zeros((), dtype=torch.long))
 
     def features(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -209,9 +209,7 @@ class ExchNet(HashingModel):
         labels = batch.labels
         # loss() runs outside the autocast region: hash the (possibly bf16) features in float32
         local, global_f = outputs["local"].float(), outputs["global"].float()
-        with torch.no_grad():  # accumulate this epoch's anchors (class means of f^j)
-            self.anchor_sums.index_add_(0, labels, local.detach())
-            self.anchor_counts.index_add_(0, labels, torch.ones_like(labels, dtype=torch.float))
+        self.anchor_stats.add(labels, local)  # this epoch's anchors: class means of f^j
         if self.training and int(self.epoch) >= cfg.exchange_from_epoch and cfg.exchange_prob > 0:
             keep = torch.rand(local.shape[:2], device=local.device) >= cfg.exchange_prob
             local = exchange_features(local, labels, self.anchors, keep)
@@ -260,10 +258,9 @@ class ExchNet(HashingModel):
         before = self.database_codes.codes.clone()
         self.update_database_codes()
         ctx.log("exchnet/v_bits_changed", float((before != self.database_codes.codes).float().mean()))
-        seen = self.anchor_counts > 0
-        self.anchors[seen] = self.anchor_sums[seen] / self.anchor_counts[seen, None, None]
-        self.anchor_sums.zero_()
-        self.anchor_counts.zero_()
+        seen = self.anchor_stats.seen()
+        self.anchors[seen] = self.anchor_stats.means()[seen]
+        self.anchor_stats.reset()
         self.epoch.fill_(epoch + 1)
 
 

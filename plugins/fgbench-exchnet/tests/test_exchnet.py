@@ -122,7 +122,7 @@ def test_exchange_in_the_model_starts_once_anchors_exist():
     model.on_epoch_end(0, _train_context(ctx, logs))
     seen = batch.labels.unique()
     torch.testing.assert_close(model.anchors[seen], expected[seen])
-    assert int(model.epoch) == 1 and model.anchor_counts.sum() == 0
+    assert int(model.epoch) == 1 and model.anchor_stats.counts.sum() == 0
     torch.manual_seed(1)
     model.loss(out, batch)  # same features, now with exchange
     assert not torch.allclose(model.query_codes.codes[batch.indices], u_no_exchange)
