@@ -73,7 +73,7 @@ def run(methods: str | None, datasets: str | None, bits: str | None, seeds: str 
     started by torchrun) each job trains on N processes; see docs/performance.md.
     """
     from fgbench.engine import distributed
-    from fgbench.engine.runner import JobRunner, expand_jobs
+    from fgbench.engine.runner import JobRunner, collapse_warning, expand_jobs
     from fgbench.engine.runner import shard as shard_jobs
 
     if nproc < 1:
@@ -136,6 +136,9 @@ def run(methods: str | None, datasets: str | None, bits: str | None, seeds: str 
             if record is not None:
                 echo(f"[{i}/{len(todo)}] {job.label}: mAP {record.metrics.get('map', float('nan')):.4f} "
                      f"(train {record.train_seconds:.1f}s, eval {record.eval_seconds:.2f}s)")
+                warning = collapse_warning(record, runner.dataset(job.dataset).num_classes)
+                if warning:
+                    echo(warning, err=True)
         if dist.is_main:
             from fgbench.cli_leaderboard import print_leaderboard  # lazy: command modules stay independent
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import shutil
@@ -9,7 +10,7 @@ import shutil
 import pytest
 from click.testing import CliRunner
 
-from conftest import TOY_SPEC, make_plugin
+from conftest import TOY_SPEC, ToyHasher, make_plugin
 from fgbench.cli import main
 from fgbench.results.records import read_record
 from fgbench.testing import registered_plugin, tiny_embedded
@@ -108,3 +109,22 @@ def test_help_is_available_for_every_command() -> None:
     for cmd in ("run", "list", "profile", "leaderboard", "data"):
         res = CliRunner().invoke(main, [cmd, "--help"])
         assert res.exit_code == 0 and "Usage" in res.output
+
+
+class _FlatHasher(ToyHasher):
+    """The toy method with every code the same: a collapsed run."""
+
+    def encode(self, images):  # type: ignore[no-untyped-def]
+        return super().encode(images) * 0.0 + 1.0
+
+
+def test_run_warns_when_the_codes_collapse(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    flat = dataclasses.replace(TOY_SPEC, name="flat", build=_FlatHasher)
+    with registered_plugin(make_plugin("flat-plugin", methods=[flat, TOY_SPEC], datasets=[tiny_embedded()])):
+        res = invoke("run", "--methods", "flat,toy", "--datasets", "tiny", "--bits", "8", "--seeds", "0", "-q",
+                     "--results", str(tmp_path))
+    assert res.exit_code == 0, res.output
+    assert "warning: flat gave only 1 distinct code(s) for 24 database images of 4 classes" in res.output
+    assert "warning: toy" not in res.output
+    [flat_record] = [read_record(p) for p in tmp_path.rglob("flat/*.json")]
+    assert flat_record.distinct_database_codes == 1

@@ -284,6 +284,7 @@ class JobRunner:
             queries_without_relevant=evaluation.queries_without_relevant,
             num_query=len(query),
             num_database=len(database),
+            distinct_database_codes=distinct_codes(d_codes),
             per_query_ap=[round(float(v), 6) for v in evaluation.average_precision],
             pr_curve=pr_curve_field(evaluation),
             retrieval_examples=retrieval_examples_field(q_codes, d_codes, q_labels, d_labels),
@@ -304,6 +305,20 @@ class JobRunner:
                 "convention": "multiply-accumulates reported as FLOPs (papers' convention), encode path, 1 image",
             }
         return self._costs[key]
+
+
+def distinct_codes(codes: torch.Tensor) -> int:
+    """Number of distinct binary codes (``> 0`` is bit 1, as in the evaluation) among the rows of ``codes``."""
+    return int(torch.unique(codes > 0, dim=0).shape[0]) if len(codes) else 0
+
+
+def collapse_warning(record: RunRecord, num_classes: int) -> str | None:
+    """A one-line warning when ``record``'s database codes are fewer than the classes, else None."""
+    distinct = record.distinct_database_codes
+    if distinct is None or distinct >= num_classes:
+        return None
+    return (f"warning: {record.method} gave only {distinct} distinct code(s) for {record.num_database} database "
+            f"images of {num_classes} classes: training collapsed; see the epoch losses in the record")
 
 
 def _weights_source(model: torch.nn.Module) -> str:

@@ -53,6 +53,9 @@ class RunRecord:
     num_query: int = 0
     num_database: int = 0
     per_query_ap: list[float] | None = None
+    # Distinct binary codes among the database items: fewer than the number of classes means the
+    # codes cannot separate the classes (a collapsed training run; `fgbench run` warns).
+    distinct_database_codes: int | None = None
     # Optional, for leaderboard figures (fgbench.results.examples builds both from the evaluation):
     # mean precision/recall at each Hamming radius 0..bits, and a few queries' top-10 database items.
     pr_curve: dict[str, list[float]] | None = None
