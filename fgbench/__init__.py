@@ -17,7 +17,14 @@ from fgbench.data.base import (
 )
 from fgbench.hookspecs import API_VERSION, hookimpl, hookspec
 from fgbench.cascade import ConvBlock, check_stages, stage_widths
-from fgbench.losses import ClassMeans, CodeMemory, balanced_multitask_loss, label_smoothing_ce, smoothing_for_confidence
+from fgbench.losses import (
+    ClassMeans,
+    CodeMemory,
+    balanced_multitask_loss,
+    label_smoothing_ce,
+    similar_pair_ratio,
+    smoothing_for_confidence,
+)
 from fgbench.methods import (
     STANDARD_BITS,
     Batch,
@@ -72,6 +79,7 @@ __all__ = [
     "mean_average_precision",
     "peak_saliency",
     "saliency_sample",
+    "similar_pair_ratio",
     "smoothing_for_confidence",
     "solve_fish_proxies",
     "stage_widths",

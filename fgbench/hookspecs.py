@@ -23,7 +23,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from fgbench.metrics.base import MetricSpec
 
 PROJECT_NAME = "fgbench"
-API_VERSION = 2  # 2: fgbench.ClassMeans (all-gathered under --nproc like CodeMemory)
+API_VERSION = 2  # 2: fgbench.ClassMeans (all-gathered under --nproc like CodeMemory), similar_pair_ratio
 
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)

@@ -5,6 +5,9 @@
   epoch codes B and class-mean codes, ADSH/ExchNet's database codes V).
 * :class:`ClassMeans` — per-class running sums and counts of vectors over
   an epoch (ExchNet's categorical anchors).
+* :func:`similar_pair_ratio` — ``N+/N-``, the similar to dissimilar pair
+  ratio of a label set: ``-N+/N-`` for dissimilar pairs makes a similarity
+  matrix sum to zero (CMBH's rebalancing, ExchNet's soft ``S``).
 * :func:`label_smoothing_ce` — cross-entropy with label smoothing (CNET,
   Multi-FusNet), and :func:`smoothing_for_confidence` to express it as the
   true-class probability the papers state.
@@ -95,6 +98,19 @@ class ClassMeans(nn.Module):
     def reset(self) -> None:
         self.sums.zero_()
         self.counts.zero_()
+
+
+def similar_pair_ratio(labels: torch.Tensor, num_classes: int) -> float:
+    """``N+ / N-``: similar over dissimilar ordered pairs ``(i, j)`` of ``labels`` (all pairs, ``i = j`` included).
+
+    Giving dissimilar pairs the similarity ``-N+/N-`` (similar ones ``+1``)
+    makes the ``n x n`` matrix sum to zero.  With a single class there is no
+    dissimilar pair and the ratio is never used; it is then 1.
+    """
+    counts = torch.bincount(torch.as_tensor(labels).long(), minlength=num_classes).double()
+    similar = float((counts ** 2).sum())
+    dissimilar = float(counts.sum()) ** 2 - similar
+    return similar / dissimilar if dissimilar > 0 else 1.0
 
 
 def label_smoothing_ce(logits: torch.Tensor, labels: torch.Tensor, smoothing: float = 0.1) -> torch.Tensor:

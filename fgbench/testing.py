@@ -1,6 +1,7 @@
 """Test helpers for fgbench itself and for plugin authors (public, stable).
 
-* :func:`registered_plugin` — register a plugin object/module for one test.
+* :func:`registered_plugin` — register a plugin object/module for one test;
+  :func:`spec_plugin` makes one from method and dataset specs.
 * :func:`tiny_embedded` — a tiny embedded dataset spec (CPU, seconds).
 * :func:`build_context` / :func:`random_batch` — build a method's model on
   small random inputs and feed it a batch, to test shapes and losses.
@@ -19,7 +20,7 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -127,8 +128,7 @@ def train_on_tiny_embedded(spec: MethodSpec, epochs: int = 3, bits: int = 8, see
     from fgbench.protocol import resolve_protocol
 
     dataset = tiny_embedded(epochs=epochs, bits=(bits,), **protocol_overrides)
-    plugin = _SpecPlugin(spec, dataset)
-    with registered_plugin(plugin) as host:
+    with registered_plugin(spec_plugin(f"{spec.name}-on-tiny", [spec], [dataset])) as host:
         protocol = resolve_protocol("fair", dataset.fair_overrides)
         options = EngineOptions(device="cpu", progress=False, checkpoint=False)
         runner = JobRunner(host.registry, Path("."), Path("."), options, {spec.name: dict(config or {})})
@@ -139,15 +139,23 @@ def train_on_tiny_embedded(spec: MethodSpec, epochs: int = 3, bits: int = 8, see
 
 
 class _SpecPlugin:
-    """A plugin object registering one method spec and one dataset spec."""
+    """The plugin object :func:`spec_plugin` returns."""
 
-    def __init__(self, method: MethodSpec, dataset: DatasetSpec) -> None:
-        self.method, self.dataset = method, dataset
+    def __init__(self, name: str, methods: Sequence[MethodSpec], datasets: Sequence[DatasetSpec]) -> None:
+        self.__name__ = name
+        self.methods, self.datasets = tuple(methods), tuple(datasets)
 
     @hookimpl
     def register_methods(self, register: Any) -> None:
-        register(self.method)
+        for spec in self.methods:
+            register(spec)
 
     @hookimpl
     def register_datasets(self, register: Any) -> None:
-        register(self.dataset)
+        for spec in self.datasets:
+            register(spec)
+
+
+def spec_plugin(name: str, methods: Sequence[MethodSpec] = (), datasets: Sequence[DatasetSpec] = ()) -> Any:
+    """A plugin object named ``name`` that registers the given method and dataset specs (for :func:`registered_plugin`)."""
+    return _SpecPlugin(name, methods, datasets)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import types
 from dataclasses import dataclass
 
 import pytest
@@ -11,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import fgbench
-from fgbench.testing import registered_plugin, tiny_embedded
+from fgbench.testing import registered_plugin, spec_plugin, tiny_embedded
 
 
 @dataclass(frozen=True)
@@ -50,27 +49,8 @@ TOY_SPEC = fgbench.MethodSpec(name="toy", summary="toy method for harness tests"
                               config_cls=ToyConfig, build=ToyHasher)
 
 
-def make_plugin(name: str, *, methods=(), datasets=()) -> types.SimpleNamespace:  # type: ignore[no-untyped-def]
-    """A plugin object registering the given specs."""
-
-    class Plugin:
-        @fgbench.hookimpl
-        def register_methods(self, register):  # type: ignore[no-untyped-def]
-            for m in methods:
-                register(m)
-
-        @fgbench.hookimpl
-        def register_datasets(self, register):  # type: ignore[no-untyped-def]
-            for d in datasets:
-                register(d)
-
-    plugin = Plugin()
-    plugin.__name__ = name  # type: ignore[attr-defined]
-    return plugin
-
-
 @pytest.fixture
 def toy_host():  # type: ignore[no-untyped-def]
     """A host with the built-ins, the toy method and a tiny embedded dataset named 'tiny'."""
-    with registered_plugin(make_plugin("toy-plugin", methods=[TOY_SPEC], datasets=[tiny_embedded()])) as host:
+    with registered_plugin(spec_plugin("toy-plugin", methods=[TOY_SPEC], datasets=[tiny_embedded()])) as host:
         yield host

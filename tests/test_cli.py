@@ -10,10 +10,10 @@ import shutil
 import pytest
 from click.testing import CliRunner
 
-from conftest import TOY_SPEC, ToyHasher, make_plugin
+from conftest import TOY_SPEC, ToyHasher
 from fgbench.cli import main
 from fgbench.results.records import read_record
-from fgbench.testing import registered_plugin, tiny_embedded
+from fgbench.testing import registered_plugin, spec_plugin, tiny_embedded
 
 TINY_RUN = ["run", "--methods", "toy", "--datasets", "tiny", "--bits", "8,16", "--seeds", "0,1", "-q"]
 
@@ -24,7 +24,7 @@ def invoke(*args: str):  # type: ignore[no-untyped-def]
 
 @pytest.fixture(scope="module")
 def host():  # type: ignore[no-untyped-def]
-    with registered_plugin(make_plugin("toy-plugin", methods=[TOY_SPEC], datasets=[tiny_embedded()])) as h:
+    with registered_plugin(spec_plugin("toy-plugin", methods=[TOY_SPEC], datasets=[tiny_embedded()])) as h:
         yield h
 
 
@@ -120,7 +120,7 @@ class _FlatHasher(ToyHasher):
 
 def test_run_warns_when_the_codes_collapse(tmp_path) -> None:  # type: ignore[no-untyped-def]
     flat = dataclasses.replace(TOY_SPEC, name="flat", build=_FlatHasher)
-    with registered_plugin(make_plugin("flat-plugin", methods=[flat, TOY_SPEC], datasets=[tiny_embedded()])):
+    with registered_plugin(spec_plugin("flat-plugin", methods=[flat, TOY_SPEC], datasets=[tiny_embedded()])):
         res = invoke("run", "--methods", "flat,toy", "--datasets", "tiny", "--bits", "8", "--seeds", "0", "-q",
                      "--results", str(tmp_path))
     assert res.exit_code == 0, res.output

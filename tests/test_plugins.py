@@ -12,9 +12,9 @@ import pytest
 import fgbench
 from fgbench import hookspecs
 from fgbench.plugins import DEFAULT_PLUGINS, DuplicateNameError, UnknownNameError, load_plugins
-from fgbench.testing import registered_plugin
+from fgbench.testing import registered_plugin, spec_plugin
 
-from conftest import TOY_SPEC, make_plugin
+from conftest import TOY_SPEC
 
 
 def _fake_entry_points(monkeypatch, tmp_path, modules: dict[str, str]) -> None:  # type: ignore[no-untyped-def]
@@ -85,14 +85,14 @@ def test_disable_switches(monkeypatch, tmp_path) -> None:  # type: ignore[no-unt
 
 
 def test_duplicate_method_names_error_names_both_sources() -> None:
-    one = make_plugin("dist-one", methods=[TOY_SPEC])
-    two = make_plugin("dist-two", methods=[TOY_SPEC])
+    one = spec_plugin("dist-one", methods=[TOY_SPEC])
+    two = spec_plugin("dist-two", methods=[TOY_SPEC])
     with registered_plugin(one, two) as host:
         with pytest.raises(DuplicateNameError) as err:
             host.registry.methods.get("toy")
     assert "dist-one" in str(err.value) and "dist-two" in str(err.value)
     assert any("dist-two" in f.reason for f in host.registry.failures)
-    three = make_plugin("dist-three", methods=[TOY_SPEC])
+    three = spec_plugin("dist-three", methods=[TOY_SPEC])
     with registered_plugin(one, two, three) as host:
         with pytest.raises(DuplicateNameError, match="both dist-one, dist-two and dist-three;"):
             host.registry.methods.get("toy")
@@ -105,7 +105,7 @@ def test_unknown_name_suggests_close_names(toy_host) -> None:  # type: ignore[no
 
 
 def test_api_version_mismatch_warns() -> None:
-    plugin = make_plugin("future-plugin")
+    plugin = spec_plugin("future-plugin")
     plugin.FGBENCH_API_VERSION = hookspecs.API_VERSION + 1  # type: ignore[attr-defined]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -115,7 +115,7 @@ def test_api_version_mismatch_warns() -> None:
 
 
 def test_plugin_targeting_an_older_api_loads_without_warning() -> None:
-    plugin = make_plugin("old-plugin")
+    plugin = spec_plugin("old-plugin")
     plugin.FGBENCH_API_VERSION = 1  # type: ignore[attr-defined]
     assert hookspecs.API_VERSION > 1
     with warnings.catch_warnings(record=True) as caught:

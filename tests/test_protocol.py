@@ -39,11 +39,11 @@ def test_round_trip_through_dict() -> None:
 def test_fair_protocol_is_identical_for_every_method(toy_host) -> None:  # type: ignore[no-untyped-def]
     import dataclasses
 
-    from conftest import TOY_SPEC, make_plugin
-    from fgbench.testing import registered_plugin, tiny_embedded
+    from conftest import TOY_SPEC
+    from fgbench.testing import registered_plugin, spec_plugin, tiny_embedded
 
     other = dataclasses.replace(TOY_SPEC, name="toy2", paper_recipe={"default": {"lr": 9.0}})
-    with registered_plugin(make_plugin("p", methods=[TOY_SPEC, other], datasets=[tiny_embedded()])) as host:
+    with registered_plugin(spec_plugin("p", methods=[TOY_SPEC, other], datasets=[tiny_embedded()])) as host:
         jobs = expand_jobs(host.registry, ["toy", "toy2"], ["tiny"], "fair", None, [0, 1])
         assert len({j.protocol for j in jobs}) == 1
         paper = expand_jobs(host.registry, ["toy", "toy2"], ["tiny"], "paper", None, [0])

@@ -62,9 +62,10 @@ from fgbench import (
     PaperResult,
     TrainContext,
     hookimpl,
+    similar_pair_ratio,
 )
 
-FGBENCH_API_VERSION = 1
+FGBENCH_API_VERSION = 2  # uses similar_pair_ratio (API 2)
 
 
 @dataclass(frozen=True)
@@ -220,11 +221,8 @@ class CMBH(HashingModel):
 
         labels = torch.as_tensor(ctx.train_labels, dtype=torch.long)
         self.register_buffer("train_labels", labels)
-        counts = torch.bincount(labels, minlength=ctx.num_classes).double()
-        n = float(len(labels))
-        same = float((counts ** 2).sum())
-        # rebalancing of Eqs. 6-7: zeros of S become -sum(S) / sum(1 - S)
-        self.pair_negative = same / max(n * n - same, 1.0)
+        # rebalancing of Eqs. 6-7: zeros of S become -sum(S) / sum(1 - S) = -N+/N-
+        self.pair_negative = similar_pair_ratio(labels, ctx.num_classes)
         self.proxy_negative = 1.0 / max(ctx.num_classes - 1, 1)
         g = torch.Generator().manual_seed(int(ctx.seed))
         self.memory = CodeMemory(ctx.num_train, ctx.bits, init="sign-random", generator=g)  # this epoch's u

@@ -61,9 +61,10 @@ from fgbench import (
     PaperResult,
     TrainContext,
     hookimpl,
+    similar_pair_ratio,
 )
 
-FGBENCH_API_VERSION = 2  # uses ClassMeans (API 2)
+FGBENCH_API_VERSION = 2  # uses ClassMeans and similar_pair_ratio (API 2)
 _SQRT2 = 2.0 ** 0.5
 
 
@@ -120,12 +121,7 @@ def dissimilar_similarity(labels: torch.Tensor, num_classes: int, soft: bool) ->
     ``N+``/``N-`` count the similar / dissimilar ordered pairs of the
     training set, so that ``sum_j S_ij`` is zero on average over ``i``.
     """
-    if not soft:
-        return -1.0
-    counts = torch.bincount(labels, minlength=num_classes).double()
-    similar = float((counts ** 2).sum())
-    dissimilar = float(labels.numel()) ** 2 - similar
-    return -similar / dissimilar if dissimilar > 0 else -1.0
+    return -similar_pair_ratio(labels, num_classes) if soft else -1.0
 
 
 def exchange_features(local: torch.Tensor, labels: torch.Tensor, anchors: torch.Tensor,
