@@ -1,0 +1,36 @@
+"""Pretext backbone weights: training them does not disturb the job that asked for them."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fgbench import build_backbone, pretext
+
+
+@pytest.fixture
+def quick_pretext(tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
+    """A private cache and a one-epoch pretext (the real one takes ~20 s): same code path, less work."""
+    monkeypatch.setenv("FGBENCH_CACHE", str(tmp_path))
+    monkeypatch.setattr(pretext, "PRETEXT_EPOCHS", 1)
+
+
+def test_training_the_weights_leaves_the_callers_rng_alone(quick_pretext) -> None:  # type: ignore[no-untyped-def]
+    torch.manual_seed(7)
+    state = torch.get_rng_state()
+    path = pretext.pretext_weights("resnet18", 16)
+    assert path.is_file()
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_cold_and_warm_cache_build_the_same_model(quick_pretext) -> None:  # type: ignore[no-untyped-def]
+    """The first job (weights trained in-process) must initialise exactly like later ones (weights cached)."""
+
+    def build() -> tuple[torch.Tensor, torch.Tensor]:
+        torch.manual_seed(0)  # what the runner does before building a model
+        backbone = build_backbone("resnet18", "pretext:16")
+        head = torch.nn.Linear(backbone.out_channels, 8)  # a method's own layers, drawn after the backbone
+        return next(backbone.parameters()).detach().clone(), head.weight.detach().clone()
+
+    cold, warm = build(), build()
+    assert torch.equal(cold[0], warm[0]) and torch.equal(cold[1], warm[1])
