@@ -60,6 +60,11 @@ class RunRecord:
     # mean precision/recall at each Hamming radius 0..bits, and a few queries' top-10 database items.
     pr_curve: dict[str, list[float]] | None = None
     retrieval_examples: list[dict[str, Any]] | None = None
+    # The installed distribution and version of the method's plugin (part of the job's identity on resume).
+    method_version: str = ""
+    # One line saying why training is considered diverged (non-finite or exploded loss), None when it is not;
+    # the leaderboard flags such rows.
+    divergence: str | None = None
     record_version: int = RECORD_VERSION
 
     def to_json(self) -> str:
