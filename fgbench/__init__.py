@@ -16,15 +16,14 @@ from fgbench.data.base import (
     Split,
 )
 from fgbench.hookspecs import API_VERSION, hookimpl, hookspec
-from fgbench.cascade import ConvBlock, check_stages, stage_widths
-from fgbench.losses import (
-    ClassMeans,
-    CodeMemory,
+from fgbench.blocks.cascade import ConvBlock, check_stages, stage_widths
+from fgbench.blocks.losses import (
     balanced_multitask_loss,
     label_smoothing_ce,
     similar_pair_ratio,
     smoothing_for_confidence,
 )
+from fgbench.blocks.memories import ClassMeans, CodeMemory
 from fgbench.methods import (
     STANDARD_BITS,
     Batch,
@@ -37,8 +36,8 @@ from fgbench.methods import (
 from fgbench.metrics.base import MetricSpec
 from fgbench.metrics.retrieval import RetrievalEvaluation, evaluate_codes, mean_average_precision
 from fgbench.protocol import Protocol
-from fgbench.zoom import attention_zoom, peak_saliency, saliency_sample
-from fgbench.proxies import ProxyCodes, fish_proxy_codes, solve_fish_proxies
+from fgbench.blocks.zoom import attention_zoom, peak_saliency, saliency_sample
+from fgbench.blocks.proxies import ProxyCodes, fish_proxy_codes, solve_fish_proxies
 
 __version__ = "0.2.0"
 

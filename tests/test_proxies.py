@@ -1,4 +1,4 @@
-"""FISH proxy codes (fgbench.proxies): the properties CNET and Multi-FusNet rely on."""
+"""FISH proxy codes (fgbench.blocks.proxies): the properties CNET and Multi-FusNet rely on."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import fgbench
-from fgbench.proxies import _balanced_sign, _make_distinct, _subsets_by_cost, solve_fish_proxies
+from fgbench.blocks.proxies import _balanced_sign, _make_distinct, _subsets_by_cost, solve_fish_proxies
 
 
 @pytest.mark.parametrize("num_classes, bits", [(200, 12), (12, 12), (12, 48), (100, 24), (555, 32), (5, 4)])

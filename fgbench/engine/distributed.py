@@ -14,8 +14,8 @@ What keeps N processes equivalent to one:
   batch ``k`` and DDP's gradient average equals the single-process gradient
   of a per-batch mean loss.  The protocol's ``batch_size`` stays the global
   batch; each rank holds ``batch_size / N``.
-* :class:`MemorySync` makes every :class:`~fgbench.losses.CodeMemory` update
-  (and every :class:`~fgbench.losses.ClassMeans` add) collective while
+* :class:`MemorySync` makes every :class:`~fgbench.blocks.memories.CodeMemory` update
+  (and every :class:`~fgbench.blocks.memories.ClassMeans` add) collective while
   training: the rows written by each rank are all-gathered and written on
   every rank, at the moment of the update.  A method that
   writes the batch's codes into its memory and then reads the memory in the
@@ -48,7 +48,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import Sampler
 
-from fgbench.losses import ClassMeans, CodeMemory
+from fgbench.blocks.memories import ClassMeans, CodeMemory
 
 _NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
 

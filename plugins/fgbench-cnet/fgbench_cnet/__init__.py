@@ -17,7 +17,7 @@ Model (Sec. 3.1-3.3, Fig. 1-2):
   length works; bits are not split across stages;
 * classification (Sec. 3.2.1) on the topmost features: the top stage's hash
   layer ``b_J = H_J(f_J)`` then a linear classifier ``y = W b_J``;
-* attention zoom (Sec. 3.2.2, :mod:`fgbench.zoom`): channel sum of the
+* attention zoom (Sec. 3.2.2, :mod:`fgbench.blocks.zoom`): channel sum of the
   top feature map, a Gaussian at its maximum, Saliency-Sampler resampling;
   the zoomed image is classified by the same backbone/block/classifier.
   Training only: codes are generated from the raw image (Sec. 3.5, Eq. 17).
