@@ -14,9 +14,9 @@ from pathlib import Path
 import click
 
 from fgbench.data.base import DatasetError, DatasetSpec, default_data_root
-from fgbench.data.cache import DEFAULT_SIZE, build_cache, inspect_cache
-from fgbench.data.check import check_dataset
-from fgbench.data.official import official_of
+from fgbench.data.official.cache import DEFAULT_SIZE, build_cache, inspect_cache
+from fgbench.data.official.check import check_dataset
+from fgbench.data.official.dataset import official_of
 
 data_root_option = click.option(
     "--data-root",

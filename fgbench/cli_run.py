@@ -202,7 +202,7 @@ def _select_datasets(reg: Any, given: str | None, root: Path) -> list[str]:
         for n in names:
             reg.datasets.get(n)
         return names
-    from fgbench.data.availability import available_datasets
+    from fgbench.data.official.catalog import available_datasets
 
     real, missing = available_datasets(reg, root)
     for name, reason in missing:

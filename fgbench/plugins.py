@@ -35,9 +35,8 @@ from fgbench.methods import MethodSpec
 from fgbench.metrics.base import MetricSpec
 
 DEFAULT_PLUGINS: tuple[str, ...] = (
-    "fgbench.data.embedded",
-    "fgbench.data.real",
-    "fgbench.metrics.builtin",
+    "fgbench.builtins.datasets",
+    "fgbench.builtins.metrics",
 )
 ENTRY_POINT_GROUP = "fgbench"
 

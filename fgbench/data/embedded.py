@@ -25,7 +25,6 @@ from typing import Callable
 import numpy as np
 
 from fgbench.data.base import ArraySplit, DatasetSpec, DatasetStatus, RetrievalDataset, Split, SplitName
-from fgbench.hookspecs import hookimpl
 
 CROWN_COLOURS = np.array(
     [[220, 40, 40], [40, 90, 220], [250, 210, 30], [40, 180, 70], [200, 60, 200], [20, 20, 20]], dtype=np.float32
@@ -173,8 +172,3 @@ def embedded_spec(cfg: EmbeddedConfig = EmbeddedConfig(), name: str = "embedded"
             "bits": (12,),  # one code length keeps `fgbench run` (5 methods) under 5 CPU minutes
         },
     )
-
-
-@hookimpl
-def register_datasets(register: Callable[[DatasetSpec], None]) -> None:
-    register(embedded_spec())

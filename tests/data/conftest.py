@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fgbench.data.real import REAL_DATASETS
+from fgbench.data.official.catalog import REAL_DATASETS
 from fgbench.hookspecs import hookimpl
 from fgbench.plugins import PluginHost, set_host
 

@@ -7,11 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from fgbench.data import aircraft, cub
 from fgbench.data.base import DatasetError
-from fgbench.data.cache import CachedSplit, build_cache, cache_dir, inspect_cache
-from fgbench.data.images import resized_shape
-from fgbench.data.listed import FileSplit
+from fgbench.data.official import catalog
+from fgbench.data.official.cache import CachedSplit, build_cache, cache_dir, inspect_cache
+from fgbench.data.official.images import FileSplit, resized_shape
 
 from .fixtures import AIRCRAFT_SIZE, WRITERS, write_text
 
@@ -20,7 +19,7 @@ SIZE = 24
 
 def _prepared(tmp_path, name="cub", **kw):
     fx = WRITERS[name](tmp_path, damaged=False, **kw)
-    official = {"cub": cub.CUB, "aircraft": aircraft.AIRCRAFT}[name].with_expected(fx.expected)
+    official = {"cub": catalog.CUB, "aircraft": catalog.AIRCRAFT}[name].with_expected(fx.expected)
     build_cache(official(tmp_path, use_cache=False), tmp_path, SIZE)
     return fx, official
 
@@ -58,7 +57,7 @@ def test_aircraft_cache_keeps_the_banner_crop(tmp_path):
     _, official = _prepared(tmp_path, "aircraft")
     arr = official(tmp_path, cache_size=SIZE).split("train").load_array(2)
     w, h = AIRCRAFT_SIZE
-    assert arr.shape[:2] == resized_shape(w, h - aircraft.BANNER_PX, SIZE)[::-1]
+    assert arr.shape[:2] == resized_shape(w, h - catalog.AIRCRAFT_BANNER_PX, SIZE)[::-1]
 
 
 def test_stale_cache_is_ignored_then_rebuilt(tmp_path):
@@ -86,7 +85,7 @@ def test_truncated_cache_file_is_stale(tmp_path):
 
 def test_damaged_image_commits_nothing(tmp_path):
     fx = WRITERS["cub"](tmp_path)  # with a truncated JPEG
-    official = cub.CUB.with_expected(fx.expected)
+    official = catalog.CUB.with_expected(fx.expected)
     with pytest.raises(DatasetError, match=str(fx.damaged)):
         build_cache(official(tmp_path, use_cache=False), tmp_path, SIZE)
     directory = cache_dir(tmp_path, "cub", SIZE)
@@ -97,7 +96,7 @@ def test_damaged_image_commits_nothing(tmp_path):
 
 def test_build_with_worker_processes(tmp_path):
     fx = WRITERS["cub"](tmp_path, damaged=False)
-    official = cub.CUB.with_expected(fx.expected)
+    official = catalog.CUB.with_expected(fx.expected)
     build_cache(official(tmp_path, use_cache=False), tmp_path, SIZE, workers=2)
     one = official(tmp_path, cache_size=SIZE).split("test").load_array(3)
     build_cache(official(tmp_path, use_cache=False), tmp_path, SIZE, workers=0, force=True)

@@ -6,7 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 from fgbench.cli_data import data
-from fgbench.data.cache import cache_dir
+from fgbench.data.official.cache import cache_dir
 
 from .fixtures import WRITERS
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fgbench.data import aircraft, cub, food101, nabirds, vegfru
-from fgbench.data.availability import available_datasets
 from fgbench.data.base import DatasetError, ExpectedSizes
-from fgbench.data.listing import read_lines
-from fgbench.data.real import REAL_DATASETS
+from fgbench.data.official import catalog
+from fgbench.data.official.catalog import REAL_DATASETS, available_datasets
+from fgbench.data.official.listing import read_lines
 from fgbench.plugins import PluginHost, load_plugins
 
 from .fixtures import AIRCRAFT_SIZE, EXPECTED, NABIRDS_LEAVES, WRITERS, write_text
@@ -113,8 +112,8 @@ def test_root_that_is_a_file(tmp_path):
     root = tmp_path / "not-a-dir"
     root.write_text("x")
     with pytest.raises(DatasetError, match="data root is not a directory"):
-        cub.make_spec(EXPECTED).load(root)
-    status = cub.make_spec(EXPECTED).status(root)
+        catalog.CUB.make_spec(EXPECTED).load(root)
+    status = catalog.CUB.make_spec(EXPECTED).status(root)
     assert status.state == "missing" and "not a directory" in status.message
 
 
@@ -123,7 +122,7 @@ def test_image_listed_twice(tmp_path):
     train = fx.list_files["train"]
     lines = train.read_text().splitlines()
     write_text(train, [*lines, lines[0]])
-    spec = food101.make_spec(fx.expected)
+    spec = catalog.FOOD101.make_spec(fx.expected)
     with pytest.raises(DatasetError, match="image listed twice") as err:
         spec.load(tmp_path)
     assert str(train) in str(err.value) and ":7:" in str(err.value)
@@ -137,7 +136,7 @@ def test_image_in_both_splits(tmp_path):
     test_lines = fx.list_files["test"].read_text().splitlines()
     write_text(fx.list_files["test"], [first_train, *test_lines[1:]])
     with pytest.raises(DatasetError, match="in both splits"):
-        vegfru.make_spec(fx.expected).load(tmp_path)
+        catalog.VEGFRU.make_spec(fx.expected).load(tmp_path)
 
 
 def test_bad_lines_are_all_reported(tmp_path):
@@ -147,7 +146,7 @@ def test_bad_lines_are_all_reported(tmp_path):
     lines[0] = lines[0].split()[0] + " yes"
     lines[1] = "99999 1"
     split.write_text("\n".join(lines) + "\n")
-    ds = cub.CUB.with_expected(fx.expected)
+    ds = catalog.CUB.with_expected(fx.expected)
     listing = ds.read(tmp_path)
     messages = [str(p) for p in ds.problems(listing)]
     assert any("is not an integer" in m and ":1:" in m for m in messages)
@@ -159,10 +158,10 @@ def test_bad_lines_are_all_reported(tmp_path):
 
 def test_aircraft_banner_is_cropped(tmp_path):
     fx = WRITERS["aircraft"](tmp_path)
-    ds = aircraft.make_spec(fx.expected).load(tmp_path)
+    ds = catalog.AIRCRAFT.make_spec(fx.expected).load(tmp_path)
     w, h = AIRCRAFT_SIZE
     arr = ds.split("test").load_array(0)
-    assert arr.shape == (h - aircraft.BANNER_PX, w, 3)
+    assert arr.shape == (h - catalog.AIRCRAFT_BANNER_PX, w, 3)
     # the banner was white; what is left is the red class colour (JPEG edge ringing aside)
     assert arr[-3:].mean(axis=(0, 1))[1] < 120
     assert np.asarray(ds.split("test").load_image(0)).shape == arr.shape
@@ -173,12 +172,12 @@ def test_aircraft_unknown_variant(tmp_path):
     fx = WRITERS["aircraft"](tmp_path)
     write_text(fx.list_files["variants"], ["707-320", "F/A-18"])
     with pytest.raises(DatasetError, match="variant 'Boeing 717' is not in variants.txt"):
-        aircraft.make_spec(fx.expected).load(tmp_path)
+        catalog.AIRCRAFT.make_spec(fx.expected).load(tmp_path)
 
 
 def test_nabirds_sparse_ids_map_to_contiguous_labels(tmp_path):
     fx = WRITERS["nabirds"](tmp_path)
-    ds = nabirds.make_spec(fx.expected).load(tmp_path)
+    ds = catalog.NABIRDS.make_spec(fx.expected).load(tmp_path)
     assert ds.num_classes == 3
     # leaves 295, 817, 1010 -> 0, 1, 2 in id order; interior taxonomy ids without images are not classes
     assert ds.class_names == ("Song Sparrow", "Snow Goose (Blue morph)", "Yellow-rumped Warbler (Myrtle)")
@@ -196,17 +195,17 @@ def test_nabirds_swapped_split_is_reported(tmp_path):
     write_text(fx.list_files["split"], lines)
     expected = ExpectedSizes(train=7, test=5, classes=3)
     with pytest.raises(DatasetError, match=r"train and test look swapped \(5 train, 7 test; expected 7 train, 5 test\)"):
-        nabirds.make_spec(expected).load(tmp_path)
+        catalog.NABIRDS.make_spec(expected).load(tmp_path)
     # the unswapped official file loads
     WRITERS["nabirds"](tmp_path / "ok")
-    assert nabirds.make_spec(EXPECTED).load(tmp_path / "ok").summary()["train"] == 6
-    assert nabirds.EXPECTED == ExpectedSizes(23929, 24633, 555)
+    assert catalog.NABIRDS.make_spec(EXPECTED).load(tmp_path / "ok").summary()["train"] == 6
+    assert catalog.NABIRDS.expected == ExpectedSizes(23929, 24633, 555)
 
 
 def test_class_count_mismatch(tmp_path):
     WRITERS["food101"](tmp_path)
     with pytest.raises(DatasetError, match=r"classes.txt: 3 classes have images, expected 4"):
-        food101.make_spec(ExpectedSizes(6, 6, 4)).load(tmp_path)
+        catalog.FOOD101.make_spec(ExpectedSizes(6, 6, 4)).load(tmp_path)
 
 
 def test_paper_sizes():
@@ -261,8 +260,13 @@ def test_available_datasets_survives_a_broken_status(tmp_path):
 
 
 def test_generic_check_reads_every_item(tmp_path):
-    from fgbench.data.base import ArraySplit, DatasetSpec, DatasetStatus, RetrievalDataset
-    from fgbench.data.check import check_dataset
+    from fgbench.data.base import (
+        ArraySplit,
+        DatasetSpec,
+        DatasetStatus,
+        RetrievalDataset,
+    )
+    from fgbench.data.official.check import check_dataset
 
     class Broken(ArraySplit):
         def load_array(self, index):

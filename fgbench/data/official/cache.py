@@ -35,8 +35,7 @@ from PIL import Image
 
 from fgbench.atomic import atomic_output, atomic_write_text
 from fgbench.data.base import SPLITS, Split
-from fgbench.data.images import load_resized
-from fgbench.data.listed import FileSplit, ListedDataset
+from fgbench.data.official.images import FileSplit, ListedDataset, load_resized
 
 CACHE_DIRNAME = ".fgbench-cache"
 DEFAULT_SIZE = 256

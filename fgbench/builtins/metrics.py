@@ -8,7 +8,6 @@ from fgbench.hookspecs import hookimpl
 from fgbench.metrics.base import MetricSpec
 
 
-
 @hookimpl
 def register_metrics(register: Callable[[MetricSpec], None]) -> None:
     register(MetricSpec("map", "mAP@all (query = test, database = train; expected AP over random order within ties)",

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Iterable
 
 from fgbench.data.base import SPLITS, DatasetError, DatasetSpec
-from fgbench.data.images import verify_image
-from fgbench.data.listing import Problem, size_problems
-from fgbench.data.official import official_of
+from fgbench.data.official.dataset import official_of
+from fgbench.data.official.images import verify_image
+from fgbench.data.official.listing import Problem, size_problems
 
 
 @dataclass

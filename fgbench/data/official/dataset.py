@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Callable
 
 from fgbench.data.base import DatasetError, DatasetSpec, DatasetStatus, ExpectedSizes
-from fgbench.data.listed import ListedDataset
-from fgbench.data.listing import Listing, Problem, size_problems
+from fgbench.data.official.images import ListedDataset
+from fgbench.data.official.listing import Listing, Problem, size_problems
 
 Reader = Callable[[Path], Listing]
 
@@ -90,7 +90,7 @@ class OfficialDataset:
                 error; otherwise skip bad entries with one counted warning.
             use_cache: attach the decoded cache when present and up to date.
             cache_size: the cache's short side (default
-                :data:`fgbench.data.cache.DEFAULT_SIZE`).
+                :data:`fgbench.data.official.cache.DEFAULT_SIZE`).
 
         Raises:
             DatasetError: one line naming the file (and how to find the rest).
@@ -107,7 +107,7 @@ class OfficialDataset:
             )
         dataset = ListedDataset(self.name, listing, self.crop_bottom)
         if use_cache:
-            from fgbench.data import cache
+            from fgbench.data.official import cache
 
             cache.attach(dataset, root, cache.DEFAULT_SIZE if cache_size is None else cache_size)
         return dataset
