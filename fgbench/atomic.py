@@ -11,6 +11,7 @@ private ``0o600``: results folders are often shared.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -57,3 +58,33 @@ def atomic_write_text(path: Path | str, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     with atomic_output(path, "w") as fh:
         fh.write(text)
+
+
+def atomic_write_bytes(path: Path | str, data: bytes, fsync: bool = False) -> None:
+    """Write ``data`` to ``path`` atomically (flushed to disk first when ``fsync``)."""
+    with atomic_output(path, "wb", fsync=fsync) as fh:
+        fh.write(data)
+
+
+_SHA256_MEMO: dict[tuple[str, int, int, int, int], str] = {}
+
+
+def file_sha256(path: Path | str) -> str:
+    """Hex SHA-256 of the bytes of ``path``, read in 8 MiB chunks.
+
+    Memoised per process on the file's identity and stat (device, inode,
+    size, modification time), so a large file opened by every job of a run
+    is hashed once; a file rewritten or replaced (new inode or mtime) is
+    hashed again.
+    """
+    path = Path(path)
+    st = path.stat()
+    key = (str(path.resolve()), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    digest = _SHA256_MEMO.get(key)
+    if digest is None:
+        h = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(8 << 20), b""):
+                h.update(chunk)
+        digest = _SHA256_MEMO[key] = h.hexdigest()
+    return digest

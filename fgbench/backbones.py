@@ -1,22 +1,30 @@
 """ResNet backbones with stage access, shared by every method.
 
-The protocol fixes the architecture and the initial weights: ImageNet weights
-through torchvision's weights API (from the local torch hub cache, or
-downloaded when the network allows), an offline state-dict file
-(``--backbone-weights PATH``), or random initialisation — and the run record
-says which one was used.
+The protocol fixes the architecture and the initial weights: torchvision's
+ImageNet checkpoint from the local torch hub cache, an offline state-dict file
+(``--backbone-weights PATH``), pretext weights (:mod:`fgbench.pretext`), or
+random initialisation asked for explicitly (``weights=random``).  The weights
+are resolved and checked before training (:func:`resolve_weights`); missing
+or damaged weights stop the run with a one-line error, never a silent random
+initialisation, and the run record names the file loaded and its SHA-256.
 """
 
 from __future__ import annotations
 
-import functools
+import hashlib
+import io
+import os
+import re
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Literal
 
 import torch
 import torchvision
 from torch import nn
+
+from fgbench.atomic import file_sha256
 
 BACKBONES: dict[str, tuple[Callable[..., nn.Module], str]] = {
     "resnet18": (torchvision.models.resnet18, "ResNet18_Weights"),
@@ -68,63 +76,186 @@ def _out_channels(stage: nn.Module) -> int:
     raise BackboneError("cannot infer stage channels")
 
 
-@functools.lru_cache(maxsize=None)
-def _imagenet_state_dict(name: str) -> tuple[dict | None, str]:
-    """ImageNet weights for ``name`` via torchvision's weights API, or (None, reason)."""
-    weights_enum = getattr(torchvision.models, BACKBONES[name][1])
-    weights = weights_enum.DEFAULT
+WeightsKind = Literal["random", "imagenet", "pretext", "file"]
+
+
+@dataclass(frozen=True)
+class WeightsSource:
+    """A backbone's initial weights, resolved and checked before anything trains.
+
+    ``label`` is what the run record stores in ``backbone_weights``: the kind,
+    the file's name and the first 12 hex digits of the SHA-256 of its bytes
+    (``random (explicit)`` for random initialisation).  ``path`` is the full
+    path of that file on this machine (None for random).
+    """
+
+    backbone: str
+    kind: WeightsKind
+    label: str
+    path: Path | None = None
+    sha256: str | None = None
+
+    def state_dict(self) -> dict[str, torch.Tensor] | None:
+        """The checked state dict (``fc.*`` dropped), or None for random init.
+
+        The bytes loaded are the bytes hashed: a file changed since it was
+        resolved raises :class:`BackboneError` instead of loading other weights.
+        """
+        if self.path is None:
+            return None
+        try:
+            data = self.path.read_bytes()
+        except OSError as exc:
+            raise BackboneError(f"{self._what()}: cannot read ({exc.strerror or exc})") from None
+        sha = hashlib.sha256(data).hexdigest()
+        if sha != self.sha256:
+            raise BackboneError(f"{self._what()}: changed while in use (sha256 {sha[:12]}, was {str(self.sha256)[:12]}); "
+                                f"rerun the command")
+        return _parse_state(data, self.backbone, self._what())
+
+    def _what(self) -> str:
+        return _describe(self.kind, self.path)
+
+
+def _describe(kind: str, path: Path | None) -> str:
+    return {"imagenet": f"ImageNet weights {path}", "pretext": f"pretext weights {path}",
+            "file": f"--backbone-weights {path}"}.get(kind, str(path))
+
+
+def imagenet_checkpoint(name: str) -> tuple[str, str, Path]:
+    """``(weights enum name, download url, expected path in the torch hub cache)`` of ``name``'s ImageNet weights.
+
+    The path is where torchvision's weights API looks first:
+    ``torch.hub.get_dir()/checkpoints/<file name of the url>`` (``$TORCH_HOME/hub``,
+    default ``~/.cache/torch/hub``).
+    """
+    weights = getattr(torchvision.models, BACKBONES[name][1]).DEFAULT
+    url = str(weights.url)
+    filename = os.path.basename(urllib.parse.urlparse(url).path)
+    return str(weights), url, Path(torch.hub.get_dir()) / "checkpoints" / filename
+
+
+_HASH_IN_NAME = re.compile(r"-([a-f0-9]+)\.")  # torch.hub's convention: <name>-<sha256 prefix>.pth
+_FITTING: set[tuple[str, str]] = set()  # (backbone, sha256) of files already checked to fit
+
+
+def resolve_weights(backbone: str, weights: str) -> WeightsSource:
+    """Find and check the initial weights named by a protocol, without training or downloading anything.
+
+    Call it for every job's ``(protocol.backbone, protocol.weights)`` before
+    any job trains: a missing or damaged file stops the run at once instead of
+    training from random initialisation.  Cheap when repeated (file hashes and
+    checks are memoised per process on the file's stat).
+
+    Args:
+        backbone: one of :data:`BACKBONES`.
+        weights: ``"imagenet"`` (torchvision's checkpoint in the local torch hub
+            cache; never downloaded here), ``"random"`` (on purpose),
+            ``"pretext:<size>"`` (see :mod:`fgbench.pretext`; trained now when
+            absent or damaged), or a path to a state_dict file.
+
+    Raises:
+        BackboneError: one line naming the file and what to do.
+    """
+    return _resolve(backbone, weights)[0]
+
+
+def _resolve(backbone: str, weights: str) -> tuple[WeightsSource, dict[str, torch.Tensor] | None]:
+    """:func:`resolve_weights`, plus the state dict when checking the file just loaded it (else None)."""
+    if backbone not in BACKBONES:
+        raise BackboneError(f"unknown backbone {backbone!r}; choose one of {', '.join(BACKBONES)}")
+    if weights == "random":
+        return WeightsSource(backbone, "random", "random (explicit)"), None
+    if weights == "pretext" or weights.startswith("pretext:"):
+        from fgbench.pretext import verified_pretext_weights
+
+        size_text = weights.split(":", 1)[1] if ":" in weights else "48"
+        if not size_text.isdigit() or int(size_text) < 8:
+            raise BackboneError(f"weights {weights!r}: use pretext:<image size in px>, e.g. pretext:48")
+        path, sha = verified_pretext_weights(backbone, int(size_text))
+        return _checked(WeightsSource(backbone, "pretext", f"pretext:{path.name} sha256:{sha[:12]}", path, sha))
+    if weights == "imagenet":
+        enum_name, url, path = imagenet_checkpoint(backbone)
+        if not path.is_file():
+            raise BackboneError(
+                f"ImageNet weights for {backbone} ({enum_name}) are not in the torch hub cache: put {path.name} "
+                f"(from {url}) in {path.parent}, or pass --backbone-weights FILE, "
+                f"or --set weights=random to train from random initialisation on purpose")
+        sha = file_sha256(path)
+        match = _HASH_IN_NAME.search(path.name)
+        if match and not sha.startswith(match.group(1)):
+            raise BackboneError(f"ImageNet weights {path}: damaged (sha256 {sha[:12]}, its name says {match.group(1)}); "
+                                f"delete it and put a fresh copy from {url} there")
+        return _checked(WeightsSource(backbone, "imagenet", f"imagenet:{enum_name} {path.name} sha256:{sha[:12]}",
+                                      path, sha))
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise BackboneError(f"--backbone-weights {path}: no such file; pass a torchvision {backbone} state_dict file "
+                            f"(protocol weights are imagenet, random, pretext:<size> or a file)")
+    sha = file_sha256(path)
+    return _checked(WeightsSource(backbone, "file", f"file:{path.name} sha256:{sha[:12]}", path.resolve(), sha))
+
+
+def _checked(source: WeightsSource) -> tuple[WeightsSource, dict[str, torch.Tensor] | None]:
+    """``source`` once its file loads and fits the architecture (memoised on the file's hash), and the state
+    dict if it was loaded for that check."""
+    key = (source.backbone, str(source.sha256))
+    if key in _FITTING:
+        return source, None
+    state = source.state_dict()
+    _FITTING.add(key)
+    return source, state
+
+
+def _parse_state(data: bytes, name: str, what: str) -> dict[str, torch.Tensor]:
+    """The backbone tensors of a torchvision ``name`` state_dict serialised in ``data``; checked key by key."""
     try:
-        state = weights.get_state_dict(progress=False, check_hash=True)
-    except Exception as exc:  # noqa: BLE001 - network errors have many types
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        return None, f"ImageNet weights {weights} unavailable ({reason})"
-    return state, f"imagenet:{weights}"
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - zip/pickle readers raise many types
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        if "zip archive" in text:
+            reason = "truncated or damaged archive"
+        elif "Weights only load failed" in text or not data:
+            reason = "empty" if not data else "not written by torch.save, or holds more than tensors"
+        else:
+            reason = f"{type(exc).__name__}: {text[:80]}" if text else type(exc).__name__
+        raise BackboneError(f"{what}: not a readable torch state_dict file ({reason})") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise BackboneError(f"{what}: not a state_dict (a dict of tensors); pass a torchvision {name} state_dict")
+    state = {k: v for k, v in state.items() if not str(k).startswith("fc.")}
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in BACKBONES[name][0](weights=None).state_dict().items()
+                    if not k.startswith("fc.")}
+    missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [k for k in expected if k in state and tuple(state[k].shape) != expected[k]]
+    if missing or unexpected or wrong:
+        first = (missing or unexpected or wrong)[0]
+        raise BackboneError(f"{what}: does not fit {name} ({len(missing)} missing, {len(unexpected)} unexpected, "
+                            f"{len(wrong)} wrongly shaped tensors, e.g. {first!r}); pass a torchvision {name} state_dict")
+    return state
 
 
 def build_backbone(name: str = "resnet50", weights: str = "imagenet") -> Backbone:
-    """Build a backbone.
+    """Build a backbone with the initial weights :func:`resolve_weights` finds for ``weights``.
 
-    Args:
-        name: one of :data:`BACKBONES`.
-        weights: ``"imagenet"`` (torchvision weights API; falls back to random
-            init with the reason recorded when they cannot be had), ``"random"``,
-            ``"pretext:<size>"`` (pretrained on the disjoint synthetic pretext
-            set at ``size`` px, see :mod:`fgbench.pretext`), or a path to a
-            ``state_dict`` file of the torchvision model.
+    ``weights_source`` (recorded as the run record's ``backbone_weights``) is
+    the resolved source's label.  Never falls back to random initialisation.
+
+    Raises:
+        BackboneError: unknown backbone, weights missing, damaged or not fitting (one line).
     """
-    if name not in BACKBONES:
-        raise BackboneError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
+    source, state = _resolve(name, weights)
     model = BACKBONES[name][0](weights=None)
-    if weights == "random":
-        source = "random"
-    elif weights.startswith("pretext"):
-        from fgbench.pretext import pretext_weights
-
-        size = int(weights.split(":", 1)[1]) if ":" in weights else 48
-        path = pretext_weights(name, size)
-        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=False)
-        source = f"pretext:{path.name}"
-    elif weights == "imagenet":
-        state, source = _imagenet_state_dict(name)
-        if state is None:
-            source = f"random ({source})"
-        else:
-            model.load_state_dict(state)
-    else:
-        path = Path(weights)
-        if not path.is_file():
-            raise BackboneError(f"--backbone-weights {path}: no such file; pass a torchvision {name} state_dict")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-            if isinstance(state, dict) and "state_dict" in state:
-                state = state["state_dict"]
-            missing, unexpected = model.load_state_dict(state, strict=False)
-        except Exception as exc:  # noqa: BLE001
-            raise BackboneError(f"--backbone-weights {path}: cannot load as a {name} state_dict ({type(exc).__name__})") from None
-        if len(missing) > 2 or unexpected and not all(k.startswith("fc.") for k in unexpected):
-            raise BackboneError(f"--backbone-weights {path}: does not match {name} (missing {len(missing)} keys)")
-        source = f"file:{path.name}"
-    return Backbone(model, name, source)
+    if state is None:
+        state = source.state_dict()
+    if state is not None:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if unexpected or any(not k.startswith("fc.") for k in missing):
+            raise BackboneError(f"{source._what()}: does not fit {name}")  # _parse_state checked this already
+    return Backbone(model, name, source.label)
 
 
 @dataclass(frozen=True)

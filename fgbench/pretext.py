@@ -9,13 +9,23 @@ another taxonomy (4 genera x 6 species, other stripe angles, all crown
 colours), so no image or class of the embedded benchmark is seen.  The
 weights are trained once per (backbone, image size), deterministically, and
 cached under ``$FGBENCH_CACHE`` (default ``~/.cache/fgbench``) behind a
-file lock; the run record names them ``pretext:<file>``.
+file lock; the run record names them ``pretext:<file> sha256:<prefix>``.
+
+Beside each weights file, ``<file>.json`` records the SHA-256 and size of its
+bytes (written after the weights, both atomically).  The file is verified
+against it every time it is used: a weights file that is empty, truncated,
+replaced (e.g. by ``{}``) or has a flipped byte, or one without that record
+(written by an older fgbench), is never loaded: a one-line warning names it
+and it is trained again (deterministic: the same weights come back).
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
+import json
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -23,7 +33,7 @@ import torch.nn.functional as F
 from filelock import FileLock
 from torch import nn
 
-from fgbench.engine.checkpoint import atomic_torch_save
+from fgbench.atomic import atomic_write_bytes, atomic_write_text, file_sha256
 
 PRETEXT_VERSION = 1
 PRETEXT_EPOCHS = 5
@@ -95,14 +105,73 @@ def _torchvision_key(key: str) -> str:
     return key
 
 
-def pretext_weights(backbone_name: str, image_size: int) -> Path:
-    """Path of the cached pretext weights (trained now when absent)."""
+def weights_path(backbone_name: str, image_size: int) -> Path:
+    """Where the pretext weights of ``backbone_name`` at ``image_size`` px are cached."""
     tag = hashlib.sha1(f"{PRETEXT_VERSION}-{backbone_name}-{image_size}-{PRETEXT_EPOCHS}-{torch.__version__}".encode())
-    path = cache_dir() / "weights" / f"pretext-{backbone_name}-{image_size}px-{tag.hexdigest()[:8]}.pt"
-    if path.is_file():
-        return path
+    return cache_dir() / "weights" / f"pretext-{backbone_name}-{image_size}px-{tag.hexdigest()[:8]}.pt"
+
+
+def meta_path(weights: Path) -> Path:
+    """The checksum record beside a pretext weights file: ``<file>.json``."""
+    return weights.with_name(weights.name + ".json")
+
+
+def check_weights_file(path: Path) -> tuple[str | None, str]:
+    """``(None, sha256)`` when ``path`` matches the checksum recorded beside it, else ``(problem, "")``.
+
+    ``problem`` is ``"absent"`` when there is no weights file, otherwise a
+    short phrase saying what is wrong with it (for a one-line warning).
+    """
+    if not path.is_file():
+        return "absent", ""
+    size = path.stat().st_size
+    if size == 0:
+        return "empty (0 bytes)", ""
+    meta = meta_path(path)
+    if not meta.is_file():
+        return f"no checksum recorded ({meta.name} missing; written by an older fgbench?)", ""
+    try:
+        recorded = json.loads(meta.read_text(encoding="utf-8"))
+        want_sha, want_size = str(recorded["sha256"]), int(recorded["bytes"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"its checksum record {meta.name} is unreadable", ""
+    if size != want_size:
+        return f"truncated or replaced ({size} bytes, checksum record says {want_size})", ""
+    sha = file_sha256(path)
+    if sha != want_sha:
+        return f"damaged (sha256 {sha[:12]}, checksum record says {want_sha[:12]})", ""
+    return None, sha
+
+
+def verified_pretext_weights(backbone_name: str, image_size: int) -> tuple[Path, str]:
+    """Path and SHA-256 of the cached pretext weights, verified against their checksum record.
+
+    Absent weights are trained now; damaged ones (see :func:`check_weights_file`)
+    are trained again after a one-line warning naming the file.  Both happen
+    behind a file lock, and the new file is written atomically, then its record.
+    """
+    path = weights_path(backbone_name, image_size)
+    problem, sha = check_weights_file(path)
+    if problem is None:
+        return path, sha
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(path) + ".lock"):
-        if not path.is_file():
-            atomic_torch_save(_train(backbone_name, image_size), path)
-    return path
+        problem, sha = check_weights_file(path)  # another process may have just written it
+        if problem is None:
+            return path, sha
+        if problem != "absent":
+            warnings.warn(f"pretext weights {path}: {problem}; not using them, training them again", stacklevel=2)
+        buffer = io.BytesIO()
+        torch.save(_train(backbone_name, image_size), buffer)
+        data = buffer.getvalue()
+        sha = hashlib.sha256(data).hexdigest()
+        atomic_write_bytes(path, data, fsync=True)
+        record = {"sha256": sha, "bytes": len(data), "backbone": backbone_name, "image_size": image_size,
+                  "pretext_version": PRETEXT_VERSION, "epochs": PRETEXT_EPOCHS, "torch": torch.__version__}
+        atomic_write_text(meta_path(path), json.dumps(record, indent=2) + "\n")
+    return path, sha
+
+
+def pretext_weights(backbone_name: str, image_size: int) -> Path:
+    """Path of the cached, verified pretext weights (trained now when absent or damaged)."""
+    return verified_pretext_weights(backbone_name, image_size)[0]

@@ -44,7 +44,7 @@ def test_run_writes_records_and_prints_leaderboard(tiny_run) -> None:  # type: i
                                          "bits8-seed1.json"]
     rec = json.loads(records[0].read_text())
     assert rec["protocol"]["backbone"] == "resnet18" and rec["protocol"]["input_size"] == 32
-    assert rec["backbone_weights"] == "random"
+    assert rec["backbone_weights"] == "random (explicit)"
     assert 0.0 <= rec["metrics"]["map"] <= 1.0 and {"p@10", "p@100", "p@r2"} <= set(rec["metrics"])
     assert rec["cost"]["params_m"] > 11 and rec["cost"]["input_size"] == 224
     assert rec["model_selection"].startswith("final epoch")

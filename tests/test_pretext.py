@@ -1,6 +1,13 @@
-"""Pretext backbone weights: training them does not disturb the job that asked for them."""
+"""Pretext backbone weights: training them does not disturb the job that asked for them; damaged ones are retrained.
+
+Faults of the weights file itself (``{}``, 0 bytes, truncated, ...) are in
+tests/faults/test_weights_and_caches.py, with an instant fake training.
+"""
 
 from __future__ import annotations
+
+import hashlib
+import json
 
 import pytest
 import torch
@@ -34,3 +41,21 @@ def test_cold_and_warm_cache_build_the_same_model(quick_pretext) -> None:  # typ
 
     cold, warm = build(), build()
     assert torch.equal(cold[0], warm[0]) and torch.equal(cold[1], warm[1])
+
+
+def test_damaged_weights_are_retrained_to_the_same_bytes(quick_pretext) -> None:  # type: ignore[no-untyped-def]
+    """The real (deterministic) training gives back the file recorded: same checksum, same label, same model."""
+    first = build_backbone("resnet18", "pretext:16")
+    path = pretext.weights_path("resnet18", 16)
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert json.loads(pretext.meta_path(path).read_text())["sha256"] == sha
+    assert first.weights_source == f"pretext:{path.name} sha256:{sha[:12]}"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 1
+    path.write_bytes(bytes(data))
+    with pytest.warns(UserWarning, match=f"{path.name}: damaged"):
+        second = build_backbone("resnet18", "pretext:16")
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == sha
+    assert second.weights_source == first.weights_source
+    for a, b in zip(first.state_dict().values(), second.state_dict().values()):
+        assert torch.equal(a, b)
