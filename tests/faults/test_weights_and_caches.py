@@ -26,9 +26,9 @@ from conftest import TOY_SPEC
 from fgbench import backbones, pretext
 from fgbench.backbones import BackboneError, build_backbone, resolve_weights
 from fgbench.cli import main
-from fgbench.data import cub
-from fgbench.data.cache import CachedSplit, build_cache, cache_dir, inspect_cache
-from fgbench.data.listed import FileSplit
+from fgbench.data.official import catalog
+from fgbench.data.official.cache import CachedSplit, build_cache, cache_dir, inspect_cache
+from fgbench.data.official.images import FileSplit
 from fgbench.testing import registered_plugin, spec_plugin, tiny_embedded
 
 SIZE = 24  # decoded-cache short side (the fixture JPEGs are 40x32)
@@ -282,7 +282,7 @@ def test_explicit_random_init_is_recorded_as_such(tmp_path) -> None:  # type: ig
 def prepared(tmp_path):  # type: ignore[no-untyped-def]
     """A built decoded cache of a tiny CUB fixture: (dataset loader, cache folder)."""
     fx = WRITERS["cub"](tmp_path, damaged=False)
-    official = cub.CUB.with_expected(fx.expected)
+    official = catalog.CUB.with_expected(fx.expected)
     build_cache(official(tmp_path, use_cache=False), tmp_path, SIZE)
     return official, cache_dir(tmp_path, "cub", SIZE)
 
@@ -332,7 +332,7 @@ def fixture_host():  # type: ignore[no-untyped-def]
     """A plugin host whose real-dataset specs expect the fixture sizes (as in tests/data/conftest.py)."""
     from data.fixtures import EXPECTED
 
-    from fgbench.data.real import REAL_DATASETS
+    from fgbench.data.official.catalog import REAL_DATASETS
     from fgbench.hookspecs import hookimpl
     from fgbench.plugins import PluginHost, get_host, set_host
 
