@@ -15,6 +15,7 @@ import hashlib
 import io
 import os
 import re
+import socket
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
@@ -140,7 +141,7 @@ _FITTING: set[tuple[str, str]] = set()  # (backbone, sha256) of files already ch
 
 
 def resolve_weights(backbone: str, weights: str) -> WeightsSource:
-    """Find and check the initial weights named by a protocol, without training or downloading anything.
+    """Find and check the initial weights named by a protocol (downloading only torchvision's ImageNet checkpoint).
 
     Call it for every job's ``(protocol.backbone, protocol.weights)`` before
     any job trains: a missing or damaged file stops the run at once instead of
@@ -150,7 +151,8 @@ def resolve_weights(backbone: str, weights: str) -> WeightsSource:
     Args:
         backbone: one of :data:`BACKBONES`.
         weights: ``"imagenet"`` (torchvision's checkpoint in the local torch hub
-            cache; never downloaded here), ``"random"`` (on purpose),
+            cache, downloaded there once when missing and the network allows;
+            ``FGBENCH_OFFLINE=1`` never tries), ``"random"`` (on purpose),
             ``"pretext:<size>"`` (see :mod:`fgbench.pretext`; trained now when
             absent or damaged), or a path to a state_dict file.
 
@@ -177,10 +179,12 @@ def _resolve(backbone: str, weights: str) -> tuple[WeightsSource, dict[str, torc
     if weights == "imagenet":
         enum_name, url, path = imagenet_checkpoint(backbone)
         if not path.is_file():
-            raise BackboneError(
-                f"ImageNet weights for {backbone} ({enum_name}) are not in the torch hub cache: put {path.name} "
-                f"(from {url}) in {path.parent}, or pass --backbone-weights FILE, "
-                f"or --set weights=random to train from random initialisation on purpose")
+            failure = _download_checkpoint(url, path)
+            if failure is not None:
+                raise BackboneError(
+                    f"ImageNet weights for {backbone} ({enum_name}) are not in the torch hub cache and could not be "
+                    f"downloaded ({failure}): put {path.name} (from {url}) in {path.parent}, or pass "
+                    f"--backbone-weights FILE, or --set weights=random to train from random initialisation on purpose")
         sha = file_sha256(path)
         match = _HASH_IN_NAME.search(path.name)
         if match and not sha.startswith(match.group(1)):
@@ -194,6 +198,27 @@ def _resolve(backbone: str, weights: str) -> tuple[WeightsSource, dict[str, torc
                             f"(protocol weights are imagenet, random, pretext:<size> or a file)")
     sha = file_sha256(path)
     return _checked(WeightsSource(backbone, "file", f"file:{path.name} sha256:{sha[:12]}", path.resolve(), sha))
+
+
+def _download_checkpoint(url: str, path: Path) -> str | None:
+    """Download ``url`` to ``path`` (torch hub's own temp-file-and-rename download); None, or why it failed.
+
+    Set ``FGBENCH_OFFLINE=1`` to never try (the test suite does).
+    """
+    if os.environ.get("FGBENCH_OFFLINE"):
+        return "FGBENCH_OFFLINE is set"
+    match = _HASH_IN_NAME.search(path.name)
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(30)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.hub.download_url_to_file(url, str(path), hash_prefix=match.group(1) if match else None, progress=True)
+    except Exception as exc:  # noqa: BLE001 - any network or disk failure becomes the one-line error
+        text = str(exc).strip().splitlines()
+        return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+    finally:
+        socket.setdefaulttimeout(previous)
+    return None if path.is_file() else "no file after the download"
 
 
 def _checked(source: WeightsSource) -> tuple[WeightsSource, dict[str, torch.Tensor] | None]:
