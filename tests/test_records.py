@@ -1,4 +1,4 @@
-"""Run records: readable errors, validation on read (atomic writes: test_atomic.py; faults: tests/faults/test_records.py)."""
+"""Run records: readable errors, validation on read (atomic writes: test_atomic.py; faults: faults/test_records.py)."""
 
 from __future__ import annotations
 
@@ -107,8 +107,10 @@ def test_only_files_named_like_records_are_read(tmp_path) -> None:  # type: igno
     (tmp_path / "fair" / "notes.json").write_text("{}")                 # unrelated JSON: ignored
     (tmp_path / "fair" / "d" / "m" / ".bits8-seed0.json.x.tmp").write_text("{")  # a temporary file: ignored
     assert [r.method for r in iter_records(tmp_path)] == ["m"]
+    assert [r.method for r in iter_records(tmp_path / "fair" / "d")] == ["m"]       # a sub-folder reads too
     (tmp_path / "fair" / "bits8-seed0.json").write_text(_record(None).to_json())  # a record at the wrong depth
-    with pytest.raises(RecordError, match=r"named like a run record but not at <protocol>/<dataset>/<method>/"):
+    with pytest.raises(RecordError, match=r"fair/bits8-seed0\.json: field 'protocol.name' is 'fair' but the file's "
+                                          r"path is that of protocol"):
         list(iter_records(tmp_path))
 
 

@@ -39,7 +39,8 @@ from fgbench.results.names import NAME_RULE, is_valid_name, validate_name
 
 __all__ = ["PER_QUERY_AP_ENCODING", "RECORD_VERSION", "RecordError", "RecordIdentity", "RunRecord",
            "decode_per_query_ap", "encode_per_query_ap", "is_record_file_name", "iter_records", "read_record",
-           "record_identity_from_path", "record_path", "validate_name", "validate_record", "write_record"]
+           "record_file_name", "record_identity_from_path", "record_path", "validate_name", "validate_record",
+           "write_record"]
 
 RECORD_VERSION = 2
 PER_QUERY_AP_ENCODING = "micro-u32le-zlib-base64"
@@ -485,8 +486,10 @@ def iter_records(results_dir: Path) -> Iterator[RunRecord]:
     """Every record below ``results_dir`` in sorted path order, each validated (:func:`read_record`).
 
     Only files named like a record (``bits<B>-seed<S>.json``) are read, and
-    each must be a valid record at ``<protocol>/<dataset>/<method>/`` below
-    ``results_dir``; other files and hidden ones (temporary files) are ignored.
+    each must be a valid record of the job its path names
+    (``.../<protocol>/<dataset>/<method>/bits<B>-seed<S>.json``, so
+    ``results_dir`` may also be a protocol or dataset folder); other files
+    and hidden ones (temporary files) are ignored.
 
     Raises:
         RecordError: the folder cannot be read, or a record is invalid (one line naming the file and the field).
@@ -504,10 +507,7 @@ def iter_records(results_dir: Path) -> Iterator[RunRecord]:
         rel = path.relative_to(root)
         if any(part.startswith(".") for part in rel.parts) or not is_record_file_name(path.name):
             continue  # temporary files, hidden folders, and JSON files that do not claim to be records
-        if len(rel.parts) != 4:
-            raise RecordError(f"{_shown_path(path)}: named like a run record but not at "
-                              f"<protocol>/<dataset>/<method>/{path.name} below {root}; move it there or delete it")
-        yield read_record(path)
+        yield read_record(path)  # its job identity must be the one its last three folders and its name say
 
 
 def read_record(path: Path, *, check_path: bool = True) -> RunRecord:
@@ -534,7 +534,8 @@ def read_record(path: Path, *, check_path: bool = True) -> RunRecord:
         raise RecordError(f"{where}: not a readable run record ({what}; truncated or damaged?); "
                           f"delete it to rerun the job") from None
     except RecursionError:
-        raise RecordError(f"{where}: not a readable run record (nested too deeply); delete it to rerun the job") from None
+        raise RecordError(f"{where}: not a readable run record (nested too deeply); "
+                          f"delete it to rerun the job") from None
     if not isinstance(data, dict):
         raise RecordError(f"{where}: not a run record (a JSON {type(data).__name__}, not an object); "
                           f"delete it to rerun the job")
