@@ -18,7 +18,8 @@ _BARE_WRITE = ":default:"
 
 def print_leaderboard(results: Path, datasets: set[str] | None = None) -> None:
     """Print the measured (and paper-comparison) tables of every board in ``results``."""
-    from fgbench.results.leaderboard import build_boards, paper_numbers, records_frame, render_console
+    from fgbench.results.leaderboard import (build_boards, divergence_warnings, paper_numbers, records_frame,
+                                             render_console)
     from fgbench.results.records import iter_records
 
     df = records_frame(iter_records(results))
@@ -28,9 +29,12 @@ def print_leaderboard(results: Path, datasets: set[str] | None = None) -> None:
         click.echo("no run records yet")
         return
     reg = get_host().registry
-    for board in build_boards(df, paper_numbers(reg), set(reg.methods.names())):
+    boards = build_boards(df, paper_numbers(reg), set(reg.methods.names()))
+    for board in boards:
         click.echo("\n" + render_console(board))
     click.echo("Significance tests and figures: fgbench leaderboard --write")
+    for warning in divergence_warnings(boards):
+        click.echo(f"warning: {warning}", err=True)
 
 
 def dataset_loader(reg: Any, data_root: Path) -> Any:
@@ -91,3 +95,5 @@ def leaderboard(results: Path, write: str | None, docs_page: Path | None, figure
         click.echo(f"wrote {path}")
     for note in report.notes:
         click.echo(f"note: {note}", err=True)
+    for warning in report.warnings:
+        click.echo(f"warning: {warning}", err=True)

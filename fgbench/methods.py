@@ -18,11 +18,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from fgbench.results.names import NAME_PATTERN, validate_name
+
 if TYPE_CHECKING:  # pragma: no cover
     from fgbench.backbones import Backbone
     from fgbench.protocol import Protocol
 
-METHOD_NAME_RE = re.compile(r"^[a-z][a-z0-9_\-]*$")
+# the name rule of fgbench.results.names (a method name is a folder name of the results); \A..\Z: no trailing newline
+METHOD_NAME_RE = re.compile(rf"\A{NAME_PATTERN}\Z")
 STANDARD_BITS = (12, 24, 32, 48)
 
 
@@ -135,7 +138,8 @@ class MethodSpec:
     """A hashing method as registered by a plugin.
 
     Attributes:
-        name: registry name (lower case, ``[a-z0-9_-]``), used on the CLI.
+        name: registry name used on the CLI and as a results folder name
+            (:func:`fgbench.results.names.validate_name`: lower case, ``[a-z0-9_-]``, starting with a letter).
         summary: one line shown by ``fgbench list``.
         citation: the paper (authors, title, venue, year).
         config_cls: a dataclass whose defaults are the paper's hyper-parameters.
@@ -158,8 +162,7 @@ class MethodSpec:
 
     def validate(self) -> None:
         """Raise ``ValueError`` with a readable reason when the spec is malformed."""
-        if not isinstance(self.name, str) or not METHOD_NAME_RE.match(self.name):
-            raise ValueError(f"invalid method name {self.name!r}: use lower case letters, digits, '-' or '_'")
+        validate_name("method", self.name)
         if not dataclasses.is_dataclass(self.config_cls):
             raise ValueError(f"method {self.name!r}: config_cls must be a dataclass")
         if not callable(self.build):

@@ -278,3 +278,22 @@ def test_records_frame_does_not_depend_on_reading_order(records) -> None:  # typ
     b = lb.render_board(lb.build_boards(lb.records_frame(shuffled))[0])
     assert a == b
     assert json.loads(json.dumps(records[0].retrieval_examples))  # JSON-able as stored
+
+
+def test_divergence_marks_only_the_cells_holding_a_diverged_run() -> None:
+    recs = synthetic_records(with_figure_data=False)
+    clean = lb.build_boards(lb.records_frame(recs))[0]
+    target = next(r for r in recs if r.method == "beta" and r.bits == 16 and r.seed == 2)
+    target.divergence = "loss 1e+28 at epoch 1\n(exploded)"
+    (b,) = lb.build_boards(lb.records_frame(recs))
+    assert b.row("beta").diverged == {16: {2: "loss 1e+28 at epoch 1 (exploded)"}} and not b.row("alpha").diverged
+    table = lb.measured_table(b)
+    beta = next(line for line in table.splitlines() if line.startswith("| beta")).split(" | ")
+    assert not beta[1].endswith(lb.DIVERGED_MARK) and beta[2].endswith(f"(n=3) {lb.DIVERGED_MARK}")
+    assert "- beta, 16 bits, seed 2: loss 1e+28 at epoch 1 (exploded)\n" in table
+    assert lb.divergence_warnings([b]) == [
+        f"tiny: beta at 16 bits, seed 2: training diverged (loss 1e+28 at epoch 1 (exploded)); its mAP is flagged "
+        f"{lb.DIVERGED_MARK}"]
+    assert lb.DIVERGED_MARK in lb.render_console(b) and lb.DIVERGED_MARK not in lb.render_console(clean)
+    assert lb.measured_table(clean) + lb.divergence_note(b) == table.replace(f" {lb.DIVERGED_MARK} |", " |")
+    assert "diverged" not in lb.render_csv(clean) and lb.render_csv(b).splitlines()[0].endswith(",diverged")

@@ -17,9 +17,12 @@ from typing import Any, Callable, Literal, Mapping, Sequence
 import numpy as np
 from PIL import Image
 
+from fgbench.results.names import NAME_PATTERN, validate_name
+
 SplitName = Literal["train", "test"]
 SPLITS: tuple[SplitName, ...] = ("train", "test")
-DATASET_NAME_RE = re.compile(r"^[a-z][a-z0-9_\-]*$")
+# the name rule of fgbench.results.names (a dataset name is a folder and file name); \A..\Z: no trailing newline
+DATASET_NAME_RE = re.compile(rf"\A{NAME_PATTERN}\Z")
 
 
 class DatasetError(Exception):
@@ -123,7 +126,8 @@ class DatasetSpec:
     """A dataset as registered by a plugin.
 
     Attributes:
-        name: registry name used on the CLI.
+        name: registry name used on the CLI and as a results folder and
+            leaderboard file name (:func:`fgbench.results.names.validate_name`).
         summary: one line for ``fgbench list`` / ``fgbench data list``.
         load: ``load(root) -> RetrievalDataset``; ``root`` is the data root
             (each real dataset lives in its own folder below it).
@@ -150,8 +154,7 @@ class DatasetSpec:
     source: str = ""
 
     def validate(self) -> None:
-        if not isinstance(self.name, str) or not DATASET_NAME_RE.match(self.name):
-            raise ValueError(f"invalid dataset name {self.name!r}")
+        validate_name("dataset", self.name)
         if not callable(self.load) or not callable(self.status):
             raise ValueError(f"dataset {self.name!r}: load and status must be callable")
 
