@@ -16,7 +16,7 @@ from fgbench.engine.device import EngineError
 from fgbench.engine.train import TrainingError
 from fgbench.plugins import PluginError, get_host
 from fgbench.protocol import ProtocolError
-from fgbench.results.records import RecordError
+from fgbench.records import RecordError
 
 DEFAULT_RESULTS = Path("results")
 EXPECTED_ERRORS = (PluginError, ProtocolError, DatasetError, RecordError, BackboneError, EngineError, TrainingError,

@@ -20,7 +20,7 @@ def print_leaderboard(results: Path, datasets: set[str] | None = None) -> None:
     """Print the measured (and paper-comparison) tables of every board in ``results``."""
     from fgbench.results.leaderboard import (build_boards, divergence_warnings, paper_numbers, records_frame,
                                              render_console)
-    from fgbench.results.records import iter_records
+    from fgbench.records import iter_records
 
     df = records_frame(iter_records(results))
     if datasets:
@@ -72,7 +72,7 @@ def leaderboard(results: Path, write: str | None, docs_page: Path | None, figure
     The same records always give byte-identical files.
     """
     from fgbench.results.leaderboard import paper_numbers, write_leaderboards
-    from fgbench.results.records import iter_records
+    from fgbench.records import iter_records
 
     if write is None:
         if docs_page is not None:

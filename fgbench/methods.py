@@ -18,13 +18,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from fgbench.results.names import NAME_PATTERN, validate_name
+from fgbench.names import NAME_PATTERN, validate_name
 
 if TYPE_CHECKING:  # pragma: no cover
     from fgbench.backbones import Backbone
     from fgbench.protocol import Protocol
 
-# the name rule of fgbench.results.names (a method name is a folder name of the results); \A..\Z: no trailing newline
+# the name rule of fgbench.names (a method name is a folder name of the results); \A..\Z: no trailing newline
 METHOD_NAME_RE = re.compile(rf"\A{NAME_PATTERN}\Z")
 STANDARD_BITS = (12, 24, 32, 48)
 
@@ -139,7 +139,7 @@ class MethodSpec:
 
     Attributes:
         name: registry name used on the CLI and as a results folder name
-            (:func:`fgbench.results.names.validate_name`: lower case, ``[a-z0-9_-]``, starting with a letter).
+            (:func:`fgbench.names.validate_name`: lower case, ``[a-z0-9_-]``, starting with a letter).
         summary: one line shown by ``fgbench list``.
         citation: the paper (authors, title, venue, year).
         config_cls: a dataclass whose defaults are the paper's hyper-parameters.

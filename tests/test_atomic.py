@@ -9,7 +9,7 @@ import pytest
 
 from fgbench.atomic import atomic_output, atomic_write_text
 from fgbench.engine.checkpoint import atomic_torch_save
-from fgbench.results.records import RunRecord, write_record
+from fgbench.records import RunRecord, write_record
 
 
 def _umask() -> int:

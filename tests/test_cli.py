@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from conftest import TOY_SPEC, ToyHasher
 from fgbench.cli import main
-from fgbench.results.records import read_record
+from fgbench.records import read_record
 from fgbench.testing import registered_plugin, spec_plugin, tiny_embedded
 
 TINY_RUN = ["run", "--methods", "toy", "--datasets", "tiny", "--bits", "8,16", "--seeds", "0,1", "-q"]

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fgbench.results.records import read_record
+from fgbench.records import read_record
 
 from test_engine_support import fgbench_cmd, plugin_dir, subprocess_env  # noqa: F401  (plugin_dir is a fixture)
 

@@ -21,8 +21,8 @@ from click.testing import CliRunner
 
 from fgbench.cli import main
 from fgbench.results import leaderboard as lb
-from fgbench.results.examples import retrieval_examples_field
-from fgbench.results.records import RunRecord, iter_records, record_path, write_record
+from fgbench.metrics.summaries import retrieval_examples_field
+from fgbench.records import RunRecord, iter_records, record_path, write_record
 from fgbench.testing import tiny_embedded
 
 REPO = Path(__file__).resolve().parent.parent

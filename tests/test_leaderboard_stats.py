@@ -9,8 +9,8 @@ from scipy import stats as sps
 
 from fgbench.metrics.retrieval import RetrievalEvaluation
 from fgbench.results import stats
-from fgbench.results.examples import example_query_indices, pr_curve_field, retrieval_examples_field
-from fgbench.results.records import RunRecord
+from fgbench.metrics.summaries import example_query_indices, pr_curve_field, retrieval_examples_field
+from fgbench.records import RunRecord
 
 
 def test_paired_t_matches_scipy_and_handles_degenerate_cases() -> None:

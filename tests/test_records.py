@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fgbench.results.records import (RECORD_VERSION, RecordError, RecordIdentity, RunRecord, iter_records,
+from fgbench.records import (RECORD_VERSION, RecordError, RecordIdentity, RunRecord, iter_records,
                                      read_record, record_identity_from_path, record_path, validate_record,
                                      write_record)
 
@@ -134,7 +134,7 @@ def test_types_are_strict_and_unknown_keys_ignored(tmp_path) -> None:  # type: i
 
 
 def test_one_name_rule_for_methods_datasets_and_protocols() -> None:
-    from fgbench.results.names import InvalidNameError, validate_name
+    from fgbench.names import InvalidNameError, validate_name
 
     for good in ("dpsh", "food101", "cub-style", "my_hash", "a" * 64):
         assert validate_name("method", good) == good

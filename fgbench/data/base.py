@@ -17,11 +17,11 @@ from typing import Any, Callable, Literal, Mapping, Sequence
 import numpy as np
 from PIL import Image
 
-from fgbench.results.names import NAME_PATTERN, validate_name
+from fgbench.names import NAME_PATTERN, validate_name
 
 SplitName = Literal["train", "test"]
 SPLITS: tuple[SplitName, ...] = ("train", "test")
-# the name rule of fgbench.results.names (a dataset name is a folder and file name); \A..\Z: no trailing newline
+# the name rule of fgbench.names (a dataset name is a folder and file name); \A..\Z: no trailing newline
 DATASET_NAME_RE = re.compile(rf"\A{NAME_PATTERN}\Z")
 
 
@@ -127,7 +127,7 @@ class DatasetSpec:
 
     Attributes:
         name: registry name used on the CLI and as a results folder and
-            leaderboard file name (:func:`fgbench.results.names.validate_name`).
+            leaderboard file name (:func:`fgbench.names.validate_name`).
         summary: one line for ``fgbench list`` / ``fgbench data list``.
         load: ``load(root) -> RetrievalDataset``; ``root`` is the data root
             (each real dataset lives in its own folder below it).

@@ -37,8 +37,8 @@ from fgbench.metrics.cost import encode_cost
 from fgbench.metrics.retrieval import evaluate_codes
 from fgbench.plugins import Registry
 from fgbench.protocol import Protocol, resolve_protocol
-from fgbench.results.examples import pr_curve_field, retrieval_examples_field
-from fgbench.results.records import RunRecord, record_path, write_record
+from fgbench.metrics.summaries import pr_curve_field, retrieval_examples_field
+from fgbench.records import RunRecord, record_path, write_record
 
 COST_INPUT_SIZE = 224
 

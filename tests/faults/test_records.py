@@ -23,7 +23,7 @@ from click.testing import CliRunner
 from fgbench.cli import main
 from fgbench.methods import MethodSpec
 from fgbench.results import leaderboard as lb
-from fgbench.results.records import RunRecord, iter_records, read_record
+from fgbench.records import RunRecord, iter_records, read_record
 from fgbench.testing import registered_plugin, spec_plugin, tiny_embedded
 
 REPO = Path(__file__).resolve().parents[2]

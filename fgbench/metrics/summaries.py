@@ -1,4 +1,4 @@
-"""Optional run-record fields for the leaderboard figures, built from one job's evaluation.
+"""Summaries of one job's evaluation kept in its run record for the leaderboard figures.
 
 * :func:`pr_curve_field` -> ``RunRecord.pr_curve``: mean precision and recall
   over queries at each Hamming radius ``0..bits``

@@ -4,7 +4,7 @@ A record lives at ``<results>/<protocol>/<dataset>/<method>/bits<B>-seed<S>.json
 and a leaderboard at ``<out>/<dataset>[-<protocol>].md``, so these names are
 path components.  :func:`validate_name` is applied when a plugin registers a
 method or dataset (``MethodSpec.validate``, ``DatasetSpec.validate``) and when
-a record is read (:func:`fgbench.results.records.read_record`): a name is 1 to
+a record is read (:func:`fgbench.records.read_record`): a name is 1 to
 64 lower-case ASCII letters, digits, ``-`` or ``_``, starting with a letter —
 so never a separator, ``..``, an absolute path, a control character (such as a
 newline) or a name some file systems reject.

@@ -10,7 +10,7 @@ path names (:func:`record_identity_from_path`).  A failing record is a one-line
 ``fgbench run`` redo the job.  Below a results folder, :func:`iter_records`
 reads every file named like a record (``bits<B>-seed<S>.json``) and ignores
 other files; names taken from records never become paths outside the output
-folder (:mod:`fgbench.results.names`).
+folder (:mod:`fgbench.names`).
 
 Record version 2 stores the per-query AP list compactly (see
 :func:`encode_per_query_ap`): at VegFru scale (116,931 queries) a version 1
@@ -35,7 +35,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 
 from fgbench.atomic import atomic_write_text
-from fgbench.results.names import NAME_RULE, is_valid_name, validate_name
+from fgbench.names import NAME_RULE, is_valid_name, validate_name
 
 __all__ = ["PER_QUERY_AP_ENCODING", "RECORD_VERSION", "RecordError", "RecordIdentity", "RunRecord",
            "decode_per_query_ap", "encode_per_query_ap", "is_record_file_name", "iter_records", "read_record",
@@ -77,7 +77,7 @@ class RunRecord:
     # Distinct binary codes among the database items: fewer than the number of classes means the
     # codes cannot separate the classes (a collapsed training run; `fgbench run` warns).
     distinct_database_codes: int | None = None
-    # Optional, for leaderboard figures (fgbench.results.examples builds both from the evaluation):
+    # Optional, for leaderboard figures (fgbench.metrics.summaries builds both from the evaluation):
     # mean precision/recall at each Hamming radius 0..bits, and a few queries' top-10 database items.
     pr_curve: dict[str, list[float]] | None = None
     retrieval_examples: list[dict[str, Any]] | None = None

@@ -1,0 +1,187 @@
+"""Boards: one per (dataset, protocol), a :class:`MethodRow` per method with its cells (mean ± std over seeds)."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import numpy as np
+import pandas as pd
+
+from fgbench.results.leaderboard.frame import PaperNumbers
+
+
+@dataclass(frozen=True)
+class Cell:
+    """mAP at one bit length over seeds."""
+
+    mean: float
+    std: float
+    n: int
+
+    def text(self) -> str:
+        if self.n == 1:
+            return f"{self.mean:.4f} (n=1)"
+        return f"{self.mean:.4f} ± {self.std:.4f} (n={self.n})"
+
+
+@dataclass
+class MethodRow:
+    """Everything a board shows about one method."""
+
+    method: str
+    cells: dict[int, Cell]
+    per_seed: dict[int, dict[int, float]]                      # bits -> seed -> mAP
+    per_query: dict[int, dict[int, list[float] | None]]        # bits -> seed -> per-query AP
+    cost: dict[int, tuple[float, float]]                       # bits -> (params M, FLOPs G)
+    pr: dict[int, tuple[list[float], list[float]]]             # bits -> (precision, recall), seed-averaged
+    examples: tuple[int, int, list[dict[str, Any]]] | None     # (bits, seed, retrieval examples)
+    backbone: str
+    input_size: str
+    epochs: str
+    weights: str
+    imagenet: str
+    seeds: str
+    devices: str
+    versions: str
+    train_seconds: float
+    paper: dict[int, tuple[float, str]] = field(default_factory=dict)
+    paper_note: str = ""
+    diverged: dict[int, dict[int, str]] = field(default_factory=dict)  # bits -> seed -> why (diverged runs only)
+
+    @property
+    def score(self) -> float:
+        """Mean mAP over this method's bit lengths (for ordering rows)."""
+        return float(np.mean([c.mean for c in self.cells.values()])) if self.cells else -math.inf
+
+
+@dataclass
+class Board:
+    """One leaderboard: a dataset under one protocol."""
+
+    dataset: str
+    protocol: str
+    bits: list[int]
+    rows: list[MethodRow]
+    settings: int          # number of distinct protocol settings among the records (1 = identical for all)
+    setting_summary: str
+    cost_input: str
+
+    @property
+    def slug(self) -> str:
+        return self.dataset if self.protocol == "fair" else f"{self.dataset}-{self.protocol}"
+
+    @property
+    def title(self) -> str:
+        return f"{self.dataset} — protocol `{self.protocol}`"
+
+    def row(self, method: str) -> MethodRow:
+        return next(r for r in self.rows if r.method == method)
+
+    @property
+    def has_divergence(self) -> bool:
+        """Whether a record of this board says its training diverged."""
+        return any(r.diverged for r in self.rows)
+
+    def methods_at(self, bits: int) -> list[str]:
+        return [r.method for r in self.rows if bits in r.cells]
+
+    @property
+    def has_pr(self) -> bool:
+        return any(r.pr for r in self.rows)
+
+    @property
+    def example_method(self) -> str | None:
+        """The method the retrieval panel shows: the first row (best mean mAP) holding examples."""
+        return next((r.method for r in self.rows if r.examples), None)
+
+
+def joined(values: Iterable[Any]) -> str:
+    return ", ".join(sorted({str(v) for v in values if str(v) != ""}, key=_natural)) or "?"
+
+
+def _natural(text: str) -> tuple:
+    return tuple((0, int(t), "") if t.isdigit() else (1, 0, t) for t in _split_digits(text))
+
+
+def _split_digits(text: str) -> list[str]:
+    out, cur = [], ""
+    for ch in text:
+        if cur and ch.isdigit() != cur[-1].isdigit():
+            out.append(cur)
+            cur = ""
+        cur += ch
+    return out + ([cur] if cur else [])
+
+
+_SETTING_LABELS = (("backbone", "backbone {}"), ("weights", "weights `{}`"), ("input_size", "input {}"),
+                   ("resize_size", "resize {}"), ("augmentation", "augmentation {}"), ("optimizer", "{}"),
+                   ("lr", "lr {}"), ("backbone_lr_mult", "backbone lr x{}"), ("weight_decay", "weight decay {}"),
+                   ("schedule", "{} schedule"), ("epochs", "{} epochs"), ("batch_size", "batch {}"),
+                   ("selection", "model selection `{}`"))
+
+
+def _setting_summary(setting_json: str) -> str:
+    """The protocol fields a reader compares, as one line (fields absent from the records are left out)."""
+    p = json.loads(setting_json)
+    return ", ".join(label.format(p[key]) for key, label in _SETTING_LABELS if key in p)
+
+
+def _method_row(method: str, mg: pd.DataFrame, dataset: str, paper: PaperNumbers | None,
+                installed: set[str] | None) -> MethodRow:
+    cells, per_seed, per_query, cost, pr, diverged = {}, {}, {}, {}, {}, {}
+    examples = None
+    for b, bg in mg.groupby("bits", sort=True):
+        b = int(b)
+        values = bg["map"].to_numpy(dtype=np.float64)
+        std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+        cells[b] = Cell(float(np.mean(values)), std, len(values))
+        per_seed[b] = {int(s): float(v) for s, v in zip(bg["seed"], bg["map"])}
+        per_query[b] = {int(s): (None if q is None else list(q)) for s, q in zip(bg["seed"], bg["per_query_ap"])}
+        cost[b] = (float(bg["params_m"].max()), float(bg["flops_g"].max()))
+        why = {int(s): str(d) for s, d in zip(bg["seed"], bg["divergence"]) if d}
+        if why:
+            diverged[b] = why
+        curves = [c for c in bg["pr_curve"] if c]
+        lengths = {len(c["precision"]) for c in curves}
+        if curves and len(lengths) == 1:
+            pr[b] = ([round(float(v), 6) for v in np.mean([c["precision"] for c in curves], axis=0)],
+                     [round(float(v), 6) for v in np.mean([c["recall"] for c in curves], axis=0)])
+        with_examples = [(int(s), e) for s, e in zip(bg["seed"], bg["retrieval_examples"]) if e]
+        if with_examples:
+            examples = (b, *with_examples[0])  # largest bits wins (loop is ascending), lowest seed
+    if paper is not None and installed is not None and method not in installed:
+        paper_cells, note = {}, "plugin not installed"
+    else:
+        paper_cells = {int(b): v for b, v in (paper or {}).get(method, {}).get(dataset, {}).items()}
+        note = ""
+    return MethodRow(
+        method=method, cells=cells, per_seed=per_seed, per_query=per_query, cost=cost, pr=pr, examples=examples,
+        backbone=joined(mg["backbone"]), input_size=joined(mg["input_size"]), epochs=joined(mg["epochs"]),
+        weights=joined(mg["weights"]), imagenet=joined("yes" if v else "no" for v in mg["imagenet"]),
+        seeds=joined(mg["seed"]), devices=joined(mg["device"]), versions=joined(mg["version"]),
+        train_seconds=float(mg["train_seconds"].mean()), paper=paper_cells, paper_note=note, diverged=diverged,
+    )
+
+
+def build_boards(df: pd.DataFrame, paper: PaperNumbers | None = None,
+                 installed: set[str] | None = None) -> list[Board]:
+    """Boards from :func:`records_frame` output, sorted by (dataset, protocol); rows by mean mAP.
+
+    ``installed``: names of installed methods; a method in the records but not
+    installed gets no paper columns (they come from its plugin).
+    """
+    boards = []
+    for (dataset, protocol), group in df.groupby(["dataset", "protocol"], sort=True):
+        rows = [_method_row(str(m), mg, str(dataset), paper, installed) for m, mg in group.groupby("method", sort=True)]
+        rows.sort(key=lambda r: (-round(r.score, 6), r.method))
+        settings = sorted(set(group["setting"]))
+        boards.append(Board(
+            dataset=str(dataset), protocol=str(protocol), bits=sorted(int(b) for b in group["bits"].unique()),
+            rows=rows, settings=len(settings),
+            setting_summary=_setting_summary(settings[0]) if len(settings) == 1 else "",
+            cost_input=joined(group["cost_input"]),
+        ))
+    return boards

@@ -1,0 +1,68 @@
+"""Run records to one pandas frame (a row per record), and the installed plugins' paper-reported numbers."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+import pandas as pd
+
+from fgbench.records import RunRecord
+
+# protocol fields that are not part of "the setting" (they enumerate the grid)
+_GRID_FIELDS = ("name", "bits", "seeds")
+
+PaperNumbers = Mapping[str, Mapping[str, Mapping[int, tuple[float, str]]]]
+"""method -> dataset -> bits -> (paper-reported mAP, source)."""
+
+
+def records_frame(records: Iterable[RunRecord]) -> pd.DataFrame:
+    """One row per record with the fields leaderboards need (sorted, so order of reading never matters)."""
+    rows = []
+    for r in records:
+        proto = dict(r.protocol)
+        rows.append({
+            "dataset": r.dataset,
+            "protocol": proto.get("name", "fair"),
+            "method": r.method,
+            "bits": int(r.bits),
+            "seed": int(r.seed),
+            "map": float(r.metrics.get("map", np.nan)),
+            "params_m": float(r.cost.get("params_m", np.nan)),
+            "flops_g": float(r.cost.get("flops_g", np.nan)),
+            "cost_input": int(r.cost.get("input_size", 224) or 0),
+            "backbone": str(proto.get("backbone", "")),
+            "input_size": int(proto.get("input_size", 0)),
+            "epochs": int(proto.get("epochs", 0)),
+            "weights": str(r.backbone_weights),
+            "imagenet": str(r.backbone_weights).startswith("imagenet"),
+            "device": str(r.environment.get("device_name", r.environment.get("device", ""))),
+            "version": str(r.environment.get("fgbench", "")),
+            "train_seconds": float(r.train_seconds),
+            "setting": json.dumps({k: v for k, v in sorted(proto.items()) if k not in _GRID_FIELDS}, sort_keys=True),
+            "per_query_ap": r.per_query_ap,
+            "pr_curve": r.pr_curve,
+            "retrieval_examples": r.retrieval_examples,
+            "divergence": _one_line(r.divergence) if r.divergence else "",
+        })
+    columns = ["dataset", "protocol", "method", "bits", "seed", "map", "params_m", "flops_g", "cost_input", "backbone",
+               "input_size", "epochs", "weights", "imagenet", "device", "version", "train_seconds", "setting",
+               "per_query_ap", "pr_curve", "retrieval_examples", "divergence"]
+    df = pd.DataFrame(rows, columns=columns)
+    return df.sort_values(["dataset", "protocol", "method", "bits", "seed"], kind="stable").reset_index(drop=True)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def paper_numbers(registry: Any) -> dict[str, dict[str, dict[int, tuple[float, str]]]]:
+    """Paper-reported mAP of every registered method (the first ``PaperResult`` naming a cell wins)."""
+    out: dict[str, dict[str, dict[int, tuple[float, str]]]] = {}
+    for spec in registry.methods.values():
+        for res in spec.paper_results:
+            for ds, per_bits in res.map.items():
+                for b, v in per_bits.items():
+                    out.setdefault(spec.name, {}).setdefault(ds, {}).setdefault(int(b), (float(v), res.source))
+    return out
