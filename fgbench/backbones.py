@@ -26,6 +26,7 @@ import torchvision
 from torch import nn
 
 from fgbench.atomic import file_sha256
+from fgbench.errors import BackboneError
 
 BACKBONES: dict[str, tuple[Callable[..., nn.Module], str]] = {
     "resnet18": (torchvision.models.resnet18, "ResNet18_Weights"),
@@ -33,10 +34,6 @@ BACKBONES: dict[str, tuple[Callable[..., nn.Module], str]] = {
     "resnet50": (torchvision.models.resnet50, "ResNet50_Weights"),
     "resnet101": (torchvision.models.resnet101, "ResNet101_Weights"),
 }
-
-
-class BackboneError(Exception):
-    """The backbone or its weights cannot be loaded (message says what to do)."""
 
 
 class Backbone(nn.Module):

@@ -14,13 +14,11 @@ from __future__ import annotations
 
 import re
 
+from fgbench.errors import InvalidNameError
+
 NAME_PATTERN = r"[a-z][a-z0-9_-]{0,63}"
 NAME_RE = re.compile(NAME_PATTERN)
 NAME_RULE = "1-64 lower-case letters, digits, '-' or '_', starting with a letter"
-
-
-class InvalidNameError(ValueError):
-    """A method, dataset or protocol name that cannot be a folder or file name (the message shows it)."""
 
 
 def _shown(name: object) -> str:

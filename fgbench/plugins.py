@@ -33,6 +33,7 @@ from fgbench import hookspecs
 from fgbench.data.base import DatasetSpec
 from fgbench.methods import MethodSpec
 from fgbench.metrics.base import MetricSpec
+from fgbench.errors import DuplicateNameError, PluginError, UnknownNameError
 
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "fgbench.builtins.datasets",
@@ -41,21 +42,6 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
 ENTRY_POINT_GROUP = "fgbench"
 
 T = TypeVar("T")
-
-
-class PluginError(Exception):
-    """Base class of plugin/registry errors (one-line messages)."""
-
-
-class DuplicateNameError(PluginError):
-    """Two plugins registered the same name."""
-
-
-class UnknownNameError(PluginError, KeyError):
-    """A name that no plugin registered; the message lists close and valid names."""
-
-    def __str__(self) -> str:  # KeyError quotes its message otherwise
-        return str(self.args[0])
 
 
 @dataclass(frozen=True)

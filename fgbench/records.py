@@ -36,6 +36,7 @@ import numpy as np
 
 from fgbench.atomic import atomic_write_text
 from fgbench.names import NAME_RULE, is_valid_name, validate_name
+from fgbench.errors import RecordError
 
 __all__ = ["PER_QUERY_AP_ENCODING", "RECORD_VERSION", "RecordError", "RecordIdentity", "RunRecord",
            "decode_per_query_ap", "encode_per_query_ap", "is_record_file_name", "iter_records", "read_record",
@@ -44,10 +45,6 @@ __all__ = ["PER_QUERY_AP_ENCODING", "RECORD_VERSION", "RecordError", "RecordIden
 
 RECORD_VERSION = 2
 PER_QUERY_AP_ENCODING = "micro-u32le-zlib-base64"
-
-
-class RecordError(ValueError):
-    """An unreadable results directory or record file (message names it)."""
 
 
 @dataclass

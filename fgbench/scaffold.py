@@ -15,12 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import fgbench
+from fgbench.errors import ScaffoldError
 from fgbench.hookspecs import API_VERSION
 from fgbench.methods import METHOD_NAME_RE
-
-
-class ScaffoldError(ValueError):
-    """A bad plugin name or target folder (one-line message)."""
 
 
 @dataclass(frozen=True)

@@ -18,15 +18,12 @@ import numpy as np
 from PIL import Image
 
 from fgbench.names import NAME_PATTERN, validate_name
+from fgbench.errors import DatasetError
 
 SplitName = Literal["train", "test"]
 SPLITS: tuple[SplitName, ...] = ("train", "test")
 # the name rule of fgbench.names (a dataset name is a folder and file name); \A..\Z: no trailing newline
 DATASET_NAME_RE = re.compile(rf"\A{NAME_PATTERN}\Z")
-
-
-class DatasetError(Exception):
-    """A dataset cannot be used; the message names the file and what to do."""
 
 
 class Split(abc.ABC):

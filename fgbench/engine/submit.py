@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fgbench.errors import SubmitError
+
 EXECUTORS = ("slurm", "local")
 
 
@@ -47,10 +49,6 @@ class SubmitOptions:
     array_parallelism: int = 64
     name: str = "fgbench"
     slurm: dict[str, str] = field(default_factory=dict)
-
-
-class SubmitError(ValueError):
-    """The grid cannot be submitted (message says why)."""
 
 
 def run_shard(run_args: list[str], index: int, count: int) -> str:

@@ -14,7 +14,9 @@ from fgbench.records import RunRecord
 from fgbench.results.leaderboard.frame import PaperNumbers, records_frame
 from fgbench.results.leaderboard.boards import Board, build_boards
 from fgbench.results.leaderboard.tables import divergence_warnings
-from fgbench.results.leaderboard.pages import FIGURES_DIR, figure_stems, render_board, render_csv, render_docs_page, render_summary
+from fgbench.results.leaderboard.pages import (FIGURES_DIR, figure_stems, render_board, render_csv, render_docs_page,
+                                               render_summary)
+from fgbench.errors import LeaderboardError
 
 
 @dataclass
@@ -63,10 +65,6 @@ def write_figures(board: Board, fig_dir: Path, datasets: DatasetLoader | None, r
     fig = figures.retrieval_panel(f"{m} on {board.dataset} ({board.protocol}), {bits} bits, seed {seed}",
                                   examples, query, database)
     report.written += figures.save(fig, fig_dir / stems["retrieval"], svg=False)
-
-
-class LeaderboardError(ValueError):
-    """A leaderboard that cannot be written (the message names the file or the name and what to do)."""
 
 
 def output_paths(boards: Sequence[Board], out_dir: Path, figures: bool = True) -> list[Path]:
