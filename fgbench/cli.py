@@ -14,7 +14,7 @@ from fgbench.backbones import BACKBONES, BackboneError
 from fgbench.data.base import DatasetError, default_data_root
 from fgbench.engine.device import EngineError
 from fgbench.engine.train import TrainingError
-from fgbench.plugins import PluginError, get_host
+from fgbench.plugins import NamedRegistry, PluginError, Registry, get_host
 from fgbench.protocol import ProtocolError
 from fgbench.results.records import RecordError
 
@@ -113,7 +113,8 @@ def split_names(option: str, given: str | None, kind: str, known: list[str]) -> 
     return names
 
 
-def resolve_names(option: str, given: str | None, table: Any, default: list[str] | None = None) -> list[str]:
+def resolve_names(option: str, given: str | None, table: NamedRegistry[Any],
+                  default: list[str] | None = None) -> list[str]:
     """Registry names from a comma-separated option: ``all``, a checked list, or ``default`` (all) when not given.
 
     ``table`` is a registry table (``registry.methods``); an unknown name
@@ -129,7 +130,7 @@ def resolve_names(option: str, given: str | None, table: Any, default: list[str]
     return names
 
 
-def check_method_sets(registry: Any, method_sets: Mapping[str, Mapping[str, str]],
+def check_method_sets(registry: Registry, method_sets: Mapping[str, Mapping[str, str]],
                       selected: Sequence[str]) -> list[str]:
     """Check every ``--set METHOD.KEY=VALUE`` against its method's config, selected or not.
 

@@ -315,7 +315,7 @@ def _parse_shard(text: str) -> tuple[int, int]:
     return index, count
 
 
-def _select_datasets(reg: Any, given: str | None, root: Path) -> tuple[list[str], list[str]]:
+def _select_datasets(reg: Registry, given: str | None, root: Path) -> tuple[list[str], list[str]]:
     """The dataset names of ``--datasets`` and notes on datasets that ``all`` skipped."""
     names = split_names("--datasets", given, "dataset", reg.datasets.names())
     if names is None:
