@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from fgbench.cli import main, one_line_errors
+from fgbench.plugins import get_host
 
 
 @main.command(context_settings={"ignore_unknown_options": True})
@@ -41,14 +42,27 @@ def submit(executor: str, shards: int, gpus: int, cpus_per_task: int, mem_gb: fl
     finished jobs are skipped and per-job locks keep a job from running
     twice, so resubmitting the same command completes an interrupted grid.
     """
-    from fgbench.cli_run import run
+    from fgbench.cli_run import plan_grid, run
     from fgbench.engine.submit import SubmitOptions, submit_grid
 
+    for option, value, least in (("--shards", shards, 1), ("--gpus", gpus, 0), ("--cpus-per-task", cpus_per_task, 1),
+                                 ("--timeout-min", timeout_min, 1), ("--array-parallelism", array_parallelism, 1)):
+        if value < least:
+            raise click.BadParameter(f"{value}: use {least} or more", param_hint=option)
+    if mem_gb is not None and not mem_gb > 0:
+        raise click.BadParameter(f"{mem_gb}: use a positive number of GB", param_hint="--mem-gb")
     args = list(run_args)
+    # the same checks as `fgbench run` (plan_grid), before anything is submitted
     try:
-        run.make_context("run", list(args), resilient_parsing=False)  # reject bad run options before submitting
+        run_ctx = run.make_context("run", list(args), resilient_parsing=False)
+        plan = plan_grid(get_host().registry, run_ctx.params)
     except click.UsageError as exc:
         raise click.BadParameter(f"fgbench run options: {exc.format_message()}", param_hint="RUN_ARGS") from None
+    for note in plan.notes:
+        click.echo(note, err=True)
+    if shards > len(plan.jobs):
+        click.echo(f"warning: {shards} shards for {len(plan.jobs)} job(s): {shards - len(plan.jobs)} task(s) "
+                   f"will have nothing to do", err=True)
     extra = {}
     for item in slurm_params:
         if "=" not in item:

@@ -10,7 +10,10 @@ from a learned code matrix or derived from labels (docs/protocol.md).
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
+import types
+import typing
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
@@ -176,7 +179,9 @@ class MethodSpec:
     def make_config(self, overrides: Mapping[str, Any] | None = None) -> Any:
         """The config dataclass with the paper defaults, updated by ``overrides``.
 
-        String values (from the CLI) are converted to the field's type.
+        String values (from the CLI) are converted to the field's type (see
+        :func:`coerce_value`); an unknown key or a value that does not convert
+        raises ``ValueError`` naming ``METHOD.KEY`` and what to pass instead.
         """
         overrides = dict(overrides or {})
         fields = {f.name: f for f in dataclasses.fields(self.config_cls)}
@@ -187,7 +192,9 @@ class MethodSpec:
                 f"valid: {', '.join(sorted(fields)) or '(none)'}"
             )
         default = self.config_cls()
-        converted = {k: coerce_value(getattr(default, k), v, f"{self.name}.{k}") for k, v in overrides.items()}
+        hints = _type_hints(self.config_cls)
+        converted = {k: coerce_value(getattr(default, k), v, f"{self.name}.{k}", hints.get(k))
+                     for k, v in overrides.items()}
         return dataclasses.replace(default, **converted)
 
     def paper_map(self, dataset: str, bits: int) -> float | None:
@@ -199,29 +206,79 @@ class MethodSpec:
         return None
 
 
-def coerce_value(default: Any, value: Any, what: str) -> Any:
-    """Convert a CLI string to the type of ``default`` (bool, int, float, tuple, str)."""
+def _type_hints(cls: type) -> dict[str, Any]:
+    """The resolved field annotations of ``cls`` ({} when they cannot be resolved)."""
+    try:
+        return typing.get_type_hints(cls)
+    except Exception:  # noqa: BLE001 - an unresolvable annotation only loses the fallback
+        return {}
+
+
+def _target_type(default: Any, annotation: Any) -> tuple[Any, bool]:
+    """``(type to convert to, None allowed)`` from the default value, else from the annotation.
+
+    The type is ``bool``/``int``/``float``/``str``, ``(tuple, item type)`` or None (unknown: keep the string).
+    """
+    optional = default is None
+    if isinstance(default, (bool, int, float, str)):
+        return type(default), optional
+    if isinstance(default, tuple) and default:
+        return (tuple, type(default[0])), optional
+    ann = annotation
+    args = typing.get_args(ann)
+    if typing.get_origin(ann) in (typing.Union, types.UnionType):
+        optional = optional or type(None) in args
+        rest = [a for a in args if a is not type(None)]
+        ann = rest[0] if len(rest) == 1 else None
+        args = typing.get_args(ann)
+    if ann in (bool, int, float, str):
+        return ann, optional
+    if typing.get_origin(ann) is tuple:
+        item = args[0] if args and args[0] in (bool, int, float, str) else str
+        return (tuple, item), optional
+    if isinstance(default, tuple):
+        return (tuple, str), optional
+    return None, optional
+
+
+def _convert_one(kind: type, text: str) -> Any:
+    if kind is bool:
+        low = text.strip().lower()
+        if low in ("1", "true", "yes", "on"):
+            return True
+        if low in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(text)
+    if kind is int:
+        return int(text)
+    if kind is float:
+        number = float(text)
+        if math.isnan(number):
+            raise ValueError(text)
+        return number
+    return text.strip()
+
+
+def coerce_value(default: Any, value: Any, what: str, annotation: Any = None) -> Any:
+    """Convert a CLI string to the type of ``default`` (bool, int, float, str, tuple of those).
+
+    When ``default`` says too little (``None``, an empty tuple) the field's
+    ``annotation`` decides (``int | None``, ``tuple[int, ...]``); ``none`` or
+    an empty string gives None for an optional field.  Values that are not
+    strings are returned unchanged.  Raises ``ValueError`` naming ``what``.
+    """
     if not isinstance(value, str):
         return value
+    kind, optional = _target_type(default, annotation)
+    if optional and value.strip().lower() in ("", "none", "null"):
+        return None
+    if kind is None:
+        return value
     try:
-        if isinstance(default, bool):
-            low = value.strip().lower()
-            if low in ("1", "true", "yes", "on"):
-                return True
-            if low in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(value)
-        if isinstance(default, int):
-            return int(value)
-        if isinstance(default, float):
-            return float(value)
-        if isinstance(default, tuple):
-            items = [v for v in value.split(",") if v.strip()]
-            if default and isinstance(default[0], int):
-                return tuple(int(v) for v in items)
-            if default and isinstance(default[0], float):
-                return tuple(float(v) for v in items)
-            return tuple(v.strip() for v in items)
+        if isinstance(kind, tuple):
+            item = kind[1]
+            return tuple(_convert_one(item, v) for v in value.split(",") if v.strip())
+        return _convert_one(kind, value)
     except ValueError:
-        raise ValueError(f"option {what}: cannot read {value!r} as {type(default).__name__}") from None
-    return value
+        name = f"{kind[1].__name__}s (comma-separated)" if isinstance(kind, tuple) else kind.__name__
+        raise ValueError(f"option {what}: cannot read {value!r} as {name}") from None

@@ -10,19 +10,32 @@ from fgbench.backbones import BackboneFactory
 from fgbench.methods import BuildContext
 from fgbench.metrics.cost import encode_cost
 from fgbench.plugins import Registry
-from fgbench.protocol import Protocol
+from fgbench.protocol import Protocol, ProtocolError
+
+
+def profile_protocol(backbone: str, input_size: int, bits: Sequence[int], num_classes: int) -> Protocol:
+    """The validated protocol ``fgbench profile`` builds models under; ``ProtocolError`` for a bad option."""
+    if num_classes < 1:
+        raise ProtocolError(f"--num-classes {num_classes}: use 1 or more")
+    if input_size < 1:
+        raise ProtocolError(f"--input-size {input_size}: use 1 or more")
+    return Protocol(backbone=backbone, weights="random", input_size=input_size,
+                    resize_size=max(input_size, int(input_size * 256 / 224)), bits=tuple(bits)).validate()
 
 
 def profile_methods(registry: Registry, methods: Sequence[str], bits: Sequence[int], backbone: str, input_size: int,
                     num_classes: int, method_sets: dict[str, dict[str, str]] | None = None) -> list[dict[str, Any]]:
-    """One row per (method, bits): measured params/FLOPs and the paper's, when reported."""
+    """One row per (method, bits): measured params/FLOPs and the paper's, when reported.
+
+    Every option and every method's config is checked before the first model is built.
+    """
     rows = []
-    protocol = Protocol(backbone=backbone, weights="random", input_size=input_size,
-                        resize_size=max(input_size, int(input_size * 256 / 224)))
+    protocol = profile_protocol(backbone, input_size, bits, num_classes)
     labels = np.arange(num_classes).repeat(2)
+    configs = {name: registry.methods.get(name).make_config((method_sets or {}).get(name)) for name in methods}
     for name in methods:
         spec = registry.methods.get(name)
-        config = spec.make_config((method_sets or {}).get(name))
+        config = configs[name]
         for b in bits:
             ctx = BuildContext(bits=b, num_classes=num_classes, num_train=len(labels), train_labels=labels,
                                protocol=protocol, config=config, dataset="profile", seed=0,

@@ -17,6 +17,9 @@ Every run record stores the resolved protocol in full.
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
+import typing
 from dataclasses import dataclass
 from typing import Any, Literal, Mapping
 
@@ -24,6 +27,10 @@ from fgbench.methods import STANDARD_BITS, coerce_value
 
 PROTOCOL_NAMES = ("fair", "paper")
 MIN_BITS, MAX_BITS = 4, 256
+AUGMENTATIONS = ("crop-flip", "none")
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("cosine", "step", "constant")
+SELECTIONS = ("final", "val")  # "val" is refused by validate() until it is implemented
 
 
 class ProtocolError(ValueError):
@@ -37,9 +44,10 @@ class Protocol:
     Learning rates apply to the new (method) layers; the backbone is trained
     with ``lr * backbone_lr_mult``.  ``schedule`` is ``"cosine"``, ``"step"``
     (divide by 10 at each of ``milestones``) or ``"constant"``.  Model
-    selection is ``"final"`` (the last epoch's model; default) or ``"val"``
-    (best on a validation split carved from the training set, never the test
-    split).
+    selection is ``"final"`` (the last epoch's model; the only one
+    implemented): ``"val"`` (best on a validation split carved from the
+    training set, never the test split) is reserved and refused by
+    :meth:`validate` until it is implemented, so that no record claims it.
     """
 
     name: str = "fair"
@@ -65,20 +73,79 @@ class Protocol:
     eval_batch_size: int = 256
 
     def validate(self) -> "Protocol":
+        """Return ``self`` when every field is usable and truthful, else raise :class:`ProtocolError`.
+
+        A record stores the protocol as the truth about how its model was
+        trained, so settings the engine would not honour are refused too:
+        ``selection="val"`` (not implemented yet), milestones that the
+        schedule does not use.  A milestone at or past ``epochs`` is kept (a
+        paper recipe shortened with ``--epochs`` for a smoke run): the record
+        holds both numbers, so it says truthfully that the step never came.
+        """
         if self.name not in PROTOCOL_NAMES:
             raise ProtocolError(f"--protocol {self.name!r}: choose one of {', '.join(PROTOCOL_NAMES)}")
+        if not self.bits:
+            raise ProtocolError("--bits: give at least one bit length, e.g. --bits 12,48")
         for b in self.bits:
             if not MIN_BITS <= int(b) <= MAX_BITS:
                 raise ProtocolError(f"--bits {b}: bit lengths must be between {MIN_BITS} and {MAX_BITS}")
-        if not self.bits:
-            raise ProtocolError("--bits: give at least one bit length, e.g. --bits 12,48")
-        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
-            raise ProtocolError("epochs, batch size and lr must be positive")
+        _no_repeats("--bits", self.bits)
+        if not self.seeds:
+            raise ProtocolError("--seeds: give at least one seed, e.g. --seeds 0,1,2")
+        for s in self.seeds:
+            if not 0 <= int(s) < 2**32:
+                raise ProtocolError(f"--seeds {s}: seeds must be between 0 and 2**32-1")
+        _no_repeats("--seeds", self.seeds)
+        from fgbench.backbones import BACKBONES  # lazy: keeps this module light
+
+        if self.backbone not in BACKBONES:
+            raise ProtocolError(f"backbone {self.backbone!r}: choose one of {', '.join(sorted(BACKBONES))}")
+        if not self.weights.strip():
+            raise ProtocolError("weights '': use imagenet, random, pretext[:SIZE] or a state_dict file "
+                                "(--backbone-weights PATH)")
+        if self.weights.startswith("pretext") and not is_named_weights(self.weights):
+            raise ProtocolError(f"weights {self.weights!r}: use pretext:SIZE with SIZE in pixels, e.g. pretext:48")
+        _at_least("epochs", self.epochs, 1, "--epochs")
+        _at_least("batch_size", self.batch_size, 1, "--batch-size")
+        _at_least("eval_batch_size", self.eval_batch_size, 1)
+        _at_least("input_size", self.input_size, 1)
+        _at_least("resize_size", self.resize_size, 1)
         if self.input_size > self.resize_size:
-            raise ProtocolError(f"input_size {self.input_size} > resize_size {self.resize_size}")
-        if self.selection not in ("final", "val"):
-            raise ProtocolError(f"selection {self.selection!r}: use 'final' or 'val'")
+            raise ProtocolError(f"input_size {self.input_size} > resize_size {self.resize_size}: the crop must fit "
+                                f"in the resized image; also --set resize_size=N with N >= {self.input_size}")
+        _choice("augmentation", self.augmentation, AUGMENTATIONS)
+        _choice("optimizer", self.optimizer, OPTIMIZERS)
+        _choice("schedule", self.schedule, SCHEDULES)
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ProtocolError(f"--lr {self.lr}: the learning rate must be a finite number > 0")
+        _finite_at_least("backbone_lr_mult", self.backbone_lr_mult, 0.0)
+        _finite_at_least("weight_decay", self.weight_decay, 0.0)
+        if not (math.isfinite(self.momentum) and 0.0 <= self.momentum < 1.0):
+            raise ProtocolError(f"momentum {self.momentum}: use a value in [0, 1)")
+        if not (math.isfinite(self.val_fraction) and 0.0 < self.val_fraction < 1.0):
+            raise ProtocolError(f"val_fraction {self.val_fraction}: use a fraction strictly between 0 and 1")
+        _at_least("warmup_epochs", self.warmup_epochs, 0)
+        if self.warmup_epochs >= self.epochs:
+            raise ProtocolError(f"warmup_epochs {self.warmup_epochs} >= epochs {self.epochs}: the warm-up must "
+                                f"end before training does")
+        self._validate_milestones()
+        if self.selection not in SELECTIONS:
+            raise ProtocolError(f"selection {self.selection!r}: use 'final'")
+        if self.selection == "val":
+            raise ProtocolError("selection 'val' is not implemented yet (the model would still be the final "
+                                "epoch's); leave it at the default, final")
         return self
+
+    def _validate_milestones(self) -> None:
+        ms = [int(m) for m in self.milestones]
+        if not ms:
+            return
+        shown = ",".join(str(m) for m in ms)
+        if self.schedule != "step":
+            raise ProtocolError(f"milestones {shown}: only schedule=step uses milestones (schedule is "
+                                f"{self.schedule}); --set milestones= to clear them")
+        if ms != sorted(set(ms)) or ms[0] < 1:
+            raise ProtocolError(f"milestones {shown}: use increasing epochs >= 1, e.g. --set milestones=20,40")
 
     def replace(self, **changes: Any) -> "Protocol":
         """A copy with fields changed; strings are converted to the field types."""
@@ -86,13 +153,17 @@ class Protocol:
         unknown = sorted(set(changes) - names)
         if unknown:
             raise ProtocolError(f"unknown protocol field(s): {', '.join(unknown)}; valid: {', '.join(sorted(names))}")
-        conv = {k: coerce_value(getattr(self, k), v, f"protocol.{k}") for k, v in changes.items()}
-        if "bits" in conv:
-            conv["bits"] = tuple(int(b) for b in conv["bits"])
-        if "seeds" in conv:
-            conv["seeds"] = tuple(int(s) for s in conv["seeds"])
-        if "milestones" in conv:
-            conv["milestones"] = tuple(int(m) for m in conv["milestones"])
+        hints = _field_hints()
+        try:
+            conv = {k: coerce_value(getattr(self, k), v, f"protocol.{k}", hints.get(k)) for k, v in changes.items()}
+        except ValueError as exc:
+            raise ProtocolError(str(exc)) from None
+        for key in ("bits", "seeds", "milestones"):
+            if key in conv:
+                try:
+                    conv[key] = tuple(int(v) for v in conv[key])
+                except (TypeError, ValueError):
+                    raise ProtocolError(f"option {key}: cannot read {conv[key]!r} as integers") from None
         return dataclasses.replace(self, **conv)
 
     def to_dict(self) -> dict[str, Any]:
@@ -109,6 +180,42 @@ class Protocol:
         return cls(**kw)
 
 
+def is_named_weights(weights: str) -> bool:
+    """True for the weights sources that are not a file: ``imagenet``, ``random``, ``pretext`` or ``pretext:SIZE``."""
+    return weights in ("imagenet", "random") or re.fullmatch(r"pretext(:[1-9][0-9]*)?", weights) is not None
+
+
+def _field_hints() -> dict[str, Any]:
+    try:
+        return typing.get_type_hints(Protocol)
+    except Exception:  # noqa: BLE001 - the defaults still decide the types
+        return {}
+
+
+def _at_least(field: str, value: int, least: int, option: str | None = None) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < least:
+        how = f"{option} N" if option else f"--set {field}=N"
+        raise ProtocolError(f"{field} {value!r}: use an integer >= {least} ({how})")
+
+
+def _finite_at_least(field: str, value: float, least: float) -> None:
+    if not (math.isfinite(value) and value >= least):
+        raise ProtocolError(f"{field} {value}: use a finite number >= {least:g}")
+
+
+def _choice(field: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ProtocolError(f"{field} {value!r}: choose one of {', '.join(allowed)}")
+
+
+def _no_repeats(option: str, values: tuple[int, ...]) -> None:
+    seen: set[int] = set()
+    for v in values:
+        if int(v) in seen:
+            raise ProtocolError(f"{option} {','.join(str(x) for x in values)}: {v} is given twice")
+        seen.add(int(v))
+
+
 def resolve_protocol(
     name: str,
     dataset_overrides: Mapping[str, Any] | None = None,
@@ -120,10 +227,15 @@ def resolve_protocol(
 
     Order: defaults, then the dataset's scale overrides, then (``paper`` only)
     the method's recipe (``"default"`` entry, then the dataset's entry), then
-    the user's explicit overrides (CLI options).
+    the user's explicit overrides (CLI options), which may not change the
+    protocol's ``name`` (it files the record; only ``--protocol`` sets it).
+    The result is validated (:meth:`Protocol.validate`).
     """
     if name not in PROTOCOL_NAMES:
         raise ProtocolError(f"--protocol {name!r}: choose one of {', '.join(PROTOCOL_NAMES)}")
+    if "name" in (user_overrides or {}):
+        raise ProtocolError(f"--set name={user_overrides['name']}: the protocol name is chosen with --protocol "
+                            f"({' or '.join(PROTOCOL_NAMES)}), not --set")
     proto = Protocol(name=name).replace(**dict(dataset_overrides or {}))
     if name == "paper" and method_recipe:
         proto = proto.replace(**dict(method_recipe.get("default", {})))

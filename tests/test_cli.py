@@ -128,3 +128,20 @@ def test_run_warns_when_the_codes_collapse(tmp_path) -> None:  # type: ignore[no
     assert "warning: toy" not in res.output
     [flat_record] = [read_record(p) for p in tmp_path.rglob("flat/*.json")]
     assert flat_record.distinct_database_codes == 1
+
+
+def test_plan_grid_is_the_validated_grid(host, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """`fgbench run` and `fgbench submit` share plan_grid: the jobs the engine receives, all checked."""
+    from fgbench.cli_run import plan_grid
+    from fgbench.protocol import ProtocolError
+
+    params = {"methods": "toy", "datasets": "tiny", "bits": "8,16", "seeds": "0", "sets": ("toy.margin=0.25",),
+              "results": tmp_path}
+    plan = plan_grid(host.registry, params)
+    assert [(j.method, j.dataset, j.bits, j.seed) for j in plan.jobs] == [("toy", "tiny", 8, 0), ("toy", "tiny", 16, 0)]
+    assert plan.method_sets == {"toy": {"margin": "0.25"}} and plan.notes == [] and plan.protocol == "fair"
+    assert len({j.protocol for j in plan.jobs}) == 1 and plan.jobs[0].protocol.bits == (8, 16)
+    assert [j.bits for j in plan_grid(host.registry, {**params, "shard": "1/2"}).jobs] == [16]
+    with pytest.raises(ProtocolError, match="--seeds -1"):
+        plan_grid(host.registry, {**params, "seeds": "-1"})
+    assert not any(tmp_path.iterdir())

@@ -67,7 +67,8 @@ def test_two_processes_on_one_results_dir_run_each_job_once(plugin_dir: Path, tm
 
 
 def test_submit_local_executor_runs_every_shard(plugin_dir: Path, tmp_path: Path,  # noqa: F811
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
+                                                monkeypatch: pytest.MonkeyPatch, testplug_host) -> None:  # noqa: F811
+    # testplug_host: submit checks the grid in this process (plan_grid), so it must know the test plugin too
     pytest.importorskip("submitit")
     for key, value in subprocess_env(plugin_dir).items():
         monkeypatch.setenv(key, value)
