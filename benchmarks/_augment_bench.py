@@ -1,6 +1,6 @@
 """Shared pieces of the loader benchmarks: cache-like uint8 images, the CPU-transform and device-augment paths.
 
-Used by ``test_bench_augment.py`` (pytest-benchmark) and ``gpu_check.py``.
+Used by ``test_bench_augment.py`` (pytest-benchmark).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ Images per second are wall time over the whole call (model to device,
 optimizer, loader, every epoch), after a warm-up call of each (cuDNN
 autotuning, allocator), best of ``rounds`` alternating calls.
 
-Used by ``test_bench_train.py`` (pytest-benchmark) and ``gpu_check.py``.
+Used by ``test_bench_train.py`` (pytest-benchmark).
 """
 
 from __future__ import annotations

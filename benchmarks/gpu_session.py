@@ -1,5 +1,9 @@
 """One-shot GPU measurements for a short device lease (writes JSON to $OUT as it goes).
 
+Superseded by ``benchmarks/gpu_bench.sh`` (issue #18: realistic CUB-sized data,
+steady-state rates, loaders, every method); kept because it produced
+``benchmarks/results/gpu_session-h200-*.json``.
+
 Run on a CUDA machine from the repository root, without installing anything::
 
     PYTHONPATH=.:plugins/fgbench-dpsh:plugins/fgbench-cnet:plugins/fgbench-multifusnet:plugins/fgbench-cmbh:\
