@@ -418,7 +418,7 @@ def sec_data(bench: Bench) -> dict[str, Any]:
     """Generate the CUB-layout JPEG set, check it with the official reader, build and attach the decoded cache."""
     from fgbench.data import cub
     from fgbench.data.base import ExpectedSizes
-    from fgbench.data.cache import CachedSplit, build_cache, cache_dir, inspect_cache
+    from fgbench.data.official.cache import CachedSplit, build_cache, cache_dir, inspect_cache
 
     cfg = bench.scale.data
     cores = _cores()

@@ -20,7 +20,7 @@ pytest.importorskip("pytest_benchmark")
 
 from fgbench.data.base import ExpectedSizes  # noqa: E402
 from fgbench.data.official.cache import CachedSplit, build_cache  # noqa: E402
-from fgbench.data.cub import CUB  # noqa: E402
+from fgbench.data.official.catalog import CUB  # noqa: E402
 from fgbench.data.official.images import FileSplit  # noqa: E402
 
 CLASSES, PER_CLASS = 10, 30  # 300 JPEGs, all in the train split

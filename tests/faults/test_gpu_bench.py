@@ -89,7 +89,7 @@ def test_the_leftover_of_a_killed_run_is_removed(tmp_path: Path) -> None:
 def test_a_set_regenerated_with_other_settings_is_not_served_from_the_old_cache(tmp_path: Path) -> None:
     from fgbench.data import cub
     from fgbench.data.base import ExpectedSizes
-    from fgbench.data.cache import CachedSplit, build_cache
+    from fgbench.data.official.cache import CachedSplit, build_cache
 
     official = cub.CUB.with_expected(ExpectedSizes(TINY.train, TINY.test, TINY.classes))
     mcl.make_cub_like(tmp_path, TINY, workers=1)
@@ -104,7 +104,7 @@ def test_a_set_regenerated_with_other_settings_is_not_served_from_the_old_cache(
     assert any("stale decoded cache" in str(w.message) for w in caught)
     build_cache(official(tmp_path, use_cache=False), tmp_path, size=40)
     fresh = official(tmp_path, cache_size=40)
-    from fgbench.data.images import load_resized
+    from fgbench.data.official.images import load_resized
 
     first = fresh.split("train")
     assert isinstance(first, CachedSplit)
