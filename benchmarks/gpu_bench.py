@@ -416,7 +416,7 @@ def sec_environment(bench: Bench) -> dict[str, Any]:
 
 def sec_data(bench: Bench) -> dict[str, Any]:
     """Generate the CUB-layout JPEG set, check it with the official reader, build and attach the decoded cache."""
-    from fgbench.data import cub
+    from fgbench.data.official import catalog
     from fgbench.data.base import ExpectedSizes
     from fgbench.data.official.cache import CachedSplit, build_cache, cache_dir, inspect_cache
 
@@ -424,7 +424,7 @@ def sec_data(bench: Bench) -> dict[str, Any]:
     cores = _cores()
     made = make_cub_like(bench.data_root, cfg, workers=cores)
     expected = ExpectedSizes(cfg.train, cfg.test, cfg.classes)
-    official = cub.CUB if expected == cub.EXPECTED else cub.CUB.with_expected(expected)
+    official = catalog.CUB if expected == catalog.CUB.expected else catalog.CUB.with_expected(expected)
     problems = official.problems(official.read(bench.data_root))
     if problems:
         raise RuntimeError(f"the official CUB reader found {len(problems)} problem(s), first: {problems[0]}")
@@ -444,7 +444,7 @@ def sec_data(bench: Bench) -> dict[str, Any]:
     return {"generated": made.as_dict(), "generation_s": made.seconds, "images": made.images,
             "jpeg_mib": round(made.jpeg_bytes / 2**20, 1),
             "mean_jpeg_kib": round(made.jpeg_bytes / made.images / 1024, 1),
-            "official_cub_sizes": expected == cub.EXPECTED, "reader_problems": 0, "cache_s": round(cache_s, 2),
+            "official_cub_sizes": expected == catalog.CUB.expected, "reader_problems": 0, "cache_s": round(cache_s, 2),
             "cache_reused": cache_reused,
             "cache_short_side": size, "cache_mib": round(cache_bytes / 2**20, 1), "splits": splits,
             "workers": cores}

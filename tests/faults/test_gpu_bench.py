@@ -87,11 +87,11 @@ def test_the_leftover_of_a_killed_run_is_removed(tmp_path: Path) -> None:
 
 
 def test_a_set_regenerated_with_other_settings_is_not_served_from_the_old_cache(tmp_path: Path) -> None:
-    from fgbench.data import cub
+    from fgbench.data.official import catalog
     from fgbench.data.base import ExpectedSizes
     from fgbench.data.official.cache import CachedSplit, build_cache
 
-    official = cub.CUB.with_expected(ExpectedSizes(TINY.train, TINY.test, TINY.classes))
+    official = catalog.CUB.with_expected(ExpectedSizes(TINY.train, TINY.test, TINY.classes))
     mcl.make_cub_like(tmp_path, TINY, workers=1)
     build_cache(official(tmp_path, use_cache=False), tmp_path, size=40)
     other = dataclasses.replace(TINY, long_side=72)  # other pixels, the same ids, labels and split
