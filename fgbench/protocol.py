@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Mapping
 
 from fgbench.methods import STANDARD_BITS, coerce_value
+from fgbench.errors import ProtocolError
 
 PROTOCOL_NAMES = ("fair", "paper")
 MIN_BITS, MAX_BITS = 4, 256
@@ -31,10 +32,6 @@ AUGMENTATIONS = ("crop-flip", "none")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("cosine", "step", "constant")
 SELECTIONS = ("final", "val")  # "val" is refused by validate() until it is implemented
-
-
-class ProtocolError(ValueError):
-    """An invalid protocol setting (message names the option)."""
 
 
 @dataclass(frozen=True)

@@ -132,11 +132,14 @@ def test_run_warns_when_the_codes_collapse(tmp_path) -> None:  # type: ignore[no
 
 def test_plan_grid_is_the_validated_grid(host, tmp_path) -> None:  # type: ignore[no-untyped-def]
     """`fgbench run` and `fgbench submit` share plan_grid: the jobs the engine receives, all checked."""
-    from fgbench.cli_run import plan_grid
+    from fgbench.cli._grid import plan_grid
     from fgbench.protocol import ProtocolError
 
-    params = {"methods": "toy", "datasets": "tiny", "bits": "8,16", "seeds": "0", "sets": ("toy.margin=0.25",),
-              "results": tmp_path}
+    from fgbench.cli.run import run
+
+    defaults = {p.name: p.default for p in run.params if p.name}
+    params = {**defaults, "methods": "toy", "datasets": "tiny", "bits": "8,16", "seeds": "0",
+              "sets": ("toy.margin=0.25",), "results": tmp_path}
     plan = plan_grid(host.registry, params)
     assert [(j.method, j.dataset, j.bits, j.seed) for j in plan.jobs] == [("toy", "tiny", 8, 0), ("toy", "tiny", 16, 0)]
     assert plan.method_sets == {"toy": {"margin": "0.25"}} and plan.notes == [] and plan.protocol == "fair"

@@ -74,12 +74,12 @@ def test_relative_links_resolve() -> None:
 
 
 def test_cli_reference_is_current() -> None:
-    from fgbench.docs_cli import render_cli_reference
+    from fgbench.cli._reference import render_cli_reference
 
     committed = (DOCS / "cli.md").read_text(encoding="utf-8")
     assert committed == render_cli_reference(), (
         "docs/cli.md is out of date with the CLI's --help; regenerate it with\n"
-        "    python -m fgbench.docs_cli > docs/cli.md")
+        "    python -m fgbench.cli._reference > docs/cli.md")
 
 
 def test_quickstart_has_the_two_setup_commands_and_a_first_run() -> None:

@@ -236,7 +236,7 @@ def test_checkpoint_interval_skips_saves(testplug_host, tmp_path) -> None:  # ty
 
 
 def test_relaunch_command_line_round_trips() -> None:
-    from fgbench.cli_run import _argv_without, run
+    from fgbench.cli.run import _argv_without, run
 
     args = ["--methods", "dpsh", "--bits", "12,48", "--set", "dpsh.eta=5", "--set", "input_size=32", "--gpu-augment",
             "--nproc", "2", "-q", "--checkpoint-every", "0"]

@@ -245,7 +245,7 @@ def test_committed_leaderboards_match_the_committed_records(tmp_path) -> None:
     missing = sorted({r.method for r in recs} - set(reg.methods.names()))
     if missing:
         pytest.skip(f"method plugin(s) not installed, paper columns would differ: {', '.join(missing)}")
-    from fgbench.cli_leaderboard import dataset_loader
+    from fgbench.cli._common import dataset_loader
     from fgbench.data.base import default_data_root
 
     report = lb.write_leaderboards(recs, tmp_path / "leaderboards", docs_page=tmp_path / "docs" / "leaderboards.md",

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
+from fgbench.errors import EngineError
 
 
 @dataclass(frozen=True)
@@ -103,10 +104,6 @@ def auto_workers(device: torch.device, requested: int) -> int:
     except AttributeError:  # pragma: no cover - not Linux
         cores = os.cpu_count() or 1
     return max(0, min(8, cores - 1))
-
-
-class EngineError(ValueError):
-    """Invalid engine option (message names the option)."""
 
 
 def resolve_runtime(options: EngineOptions) -> Runtime:

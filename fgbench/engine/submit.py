@@ -20,6 +20,8 @@ variables (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``,
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,7 +54,7 @@ class SubmitOptions:
 
 
 def run_shard(run_args: list[str], index: int, count: int) -> str:
-    """One array task: ``fgbench run <run_args> --shard index/count`` in this process.
+    """One array task: ``fgbench run <run_args> --shard index/count`` in a child process.
 
     Under a multi-process task the torchrun environment is exported first, so
     the run joins its process group.
@@ -65,9 +67,12 @@ def run_shard(run_args: list[str], index: int, count: int) -> str:
         tasks = 1
     if tasks > 1:
         submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
-    from fgbench.cli import main
-
-    main(["run", *run_args, "--shard", f"{index}/{count}"], standalone_mode=False)
+    # a fresh `python -m fgbench run` process: the engine never imports the command line
+    command = [sys.executable, "-m", "fgbench", "run", *run_args, "--shard", f"{index}/{count}"]
+    code = subprocess.call(command)
+    if code:
+        raise SubmitError(f"shard {index}/{count} on {os.uname().nodename}: `fgbench run` exited with status {code}; "
+                          f"its output is in this task's log")
     return f"shard {index}/{count} done on {os.uname().nodename}"
 
 

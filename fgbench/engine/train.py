@@ -48,12 +48,9 @@ from fgbench.engine.gpu_augment import DeviceAugment, pad_collate, uint8_transfo
 from fgbench.engine.optim import build_optimizer, build_scheduler
 from fgbench.methods import Batch, HashingModel, TrainContext
 from fgbench.protocol import Protocol
+from fgbench.errors import TrainingError
 
 CHECKPOINT_FORMAT = 2
-
-
-class TrainingError(RuntimeError):
-    """Training cannot go on (non-finite loss, bad method output); message says which."""
 
 
 @dataclass

@@ -24,10 +24,7 @@ import numpy as np
 import torch
 
 from fgbench.metrics.hamming_kernels import average_precision_fast, histograms_cpu, histograms_torch
-
-
-class MetricInputError(ValueError):
-    """Codes/labels of wrong shape or type (message says which)."""
+from fgbench.errors import MetricInputError
 
 
 def _harmonic(n: int) -> np.ndarray:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from click.testing import CliRunner
 
-from fgbench.cli_data import data
+from fgbench.cli.data import data
 from fgbench.data.official.cache import cache_dir
 
 from .fixtures import WRITERS
@@ -82,7 +82,7 @@ def test_download_not_available(tmp_path, run):
 
 
 def test_download_failure_is_one_line(tmp_path, run, monkeypatch):
-    import fgbench.cli_data as cli
+    import fgbench.cli.data as cli
 
     spec = cli._spec("food101")
 

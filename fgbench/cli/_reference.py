@@ -2,7 +2,7 @@
 
 Regenerate after changing a command or option::
 
-    python -m fgbench.docs_cli > docs/cli.md
+    python -m fgbench.cli._reference > docs/cli.md
 
 ``tests/test_docs.py`` fails when the committed file differs.  The help is
 rendered at a fixed width (100 columns), independent of the terminal.
@@ -18,7 +18,7 @@ WIDTH = 100
 HEADER = """\
 # CLI reference
 
-<!-- Generated from click's help by `python -m fgbench.docs_cli > docs/cli.md`. Do not edit by hand. -->
+<!-- Generated from click's help by `python -m fgbench.cli._reference > docs/cli.md`. Do not edit by hand. -->
 
 Every command prints the same text with `--help`. Start with the
 [quickstart](quickstart.md).

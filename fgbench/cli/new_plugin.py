@@ -6,11 +6,11 @@ from pathlib import Path
 
 import click
 
-from fgbench.cli import main, one_line_errors
+from fgbench.cli._common import one_line_errors
 from fgbench.plugins import get_host
 
 
-@main.command("new-plugin")
+@click.command("new-plugin")
 @click.argument("name")
 @click.option("--dir", "directory", type=click.Path(path_type=Path, file_okay=False), default=Path("."),
               show_default=True, help="Folder in which to create fgbench-NAME/.")

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import click
 
-from fgbench.cli import DEFAULT_RESULTS, main, one_line_errors
+from fgbench.cli._common import DEFAULT_RESULTS, dataset_loader, one_line_errors, print_leaderboard
 from fgbench.data.base import default_data_root
 from fgbench.plugins import get_host
 
@@ -16,41 +15,7 @@ DEFAULT_DOCS_PAGE = Path("docs") / "leaderboards.md"
 _BARE_WRITE = ":default:"
 
 
-def print_leaderboard(results: Path, datasets: set[str] | None = None) -> None:
-    """Print the measured (and paper-comparison) tables of every board in ``results``."""
-    from fgbench.results.leaderboard import (build_boards, divergence_warnings, paper_numbers, records_frame,
-                                             render_console)
-    from fgbench.records import iter_records
-
-    df = records_frame(iter_records(results))
-    if datasets:
-        df = df[df["dataset"].isin(datasets)]
-    if df.empty:
-        click.echo("no run records yet")
-        return
-    reg = get_host().registry
-    boards = build_boards(df, paper_numbers(reg), set(reg.methods.names()))
-    for board in boards:
-        click.echo("\n" + render_console(board))
-    click.echo("Significance tests and figures: fgbench leaderboard --write")
-    for warning in divergence_warnings(boards):
-        click.echo(f"warning: {warning}", err=True)
-
-
-def dataset_loader(reg: Any, data_root: Path) -> Any:
-    """name -> loaded dataset, for the retrieval panels; raises when it is not on disk."""
-
-    def load(name: str) -> Any:
-        spec = reg.datasets.get(name)
-        status = spec.status(data_root)
-        if not status.available:
-            raise LookupError(status.message or status.state)
-        return spec.load(data_root)
-
-    return load
-
-
-@main.command()
+@click.command()
 @click.option("--results", type=click.Path(path_type=Path), default=DEFAULT_RESULTS, show_default=True,
               help="Folder of run records; `records` holds the committed ones the published leaderboards use.")
 @click.option("--write", "write", is_flag=False, flag_value=_BARE_WRITE, default=None, metavar="[DIR]",

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import click
 
-from fgbench.cli import main, one_line_errors
+from fgbench.cli._common import one_line_errors
 from fgbench.plugins import get_host
 
 
-@main.command(context_settings={"ignore_unknown_options": True})
+@click.command(context_settings={"ignore_unknown_options": True})
 @click.option("--executor", type=click.Choice(["slurm", "local"]), default="slurm", show_default=True,
               help="slurm: sbatch job array; local: processes on this machine (for trying a set-up).")
 @click.option("--shards", type=int, default=1, show_default=True,
@@ -42,7 +42,7 @@ def submit(executor: str, shards: int, gpus: int, cpus_per_task: int, mem_gb: fl
     finished jobs are skipped and per-job locks keep a job from running
     twice, so resubmitting the same command completes an interrupted grid.
     """
-    from fgbench.cli_run import plan_grid, run
+    from fgbench.cli._grid import plan_grid
     from fgbench.engine.submit import SubmitOptions, submit_grid
 
     for option, value, least in (("--shards", shards, 1), ("--gpus", gpus, 0), ("--cpus-per-task", cpus_per_task, 1),
@@ -54,6 +54,8 @@ def submit(executor: str, shards: int, gpus: int, cpus_per_task: int, mem_gb: fl
     args = list(run_args)
     # the same checks as `fgbench run` (plan_grid), before anything is submitted
     try:
+        group = click.get_current_context().find_root()
+        run = group.command.get_command(group, "run")  # the sibling command, looked up, not imported
         run_ctx = run.make_context("run", list(args), resilient_parsing=False)
         plan = plan_grid(get_host().registry, run_ctx.params)
     except click.UsageError as exc:

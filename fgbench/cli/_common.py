@@ -1,32 +1,32 @@
-"""The ``fgbench`` command line (click): run, list, profile, leaderboard, data."""
+"""What every command shares: one-line error handling, option parsers, name and ``--set`` checks, the
+results folder default and the console leaderboard.  Commands import this module, never each other."""
 
 from __future__ import annotations
 
 import functools
+import importlib.metadata as md
 import os
-import sys
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import click
 
-from fgbench.backbones import BACKBONES, BackboneError
-from fgbench.data.base import DatasetError, default_data_root
-from fgbench.engine.device import EngineError
-from fgbench.engine.train import TrainingError
-from fgbench.plugins import NamedRegistry, PluginError, Registry, get_host
-from fgbench.protocol import ProtocolError
-from fgbench.records import RecordError
+from fgbench.errors import FgbenchError, PluginError
+from fgbench.plugins import ENTRY_POINT_GROUP, NamedRegistry, Registry, get_host
 
 DEFAULT_RESULTS = Path("results")
-EXPECTED_ERRORS = (PluginError, ProtocolError, DatasetError, RecordError, BackboneError, EngineError, TrainingError,
-                   ValueError, OSError)
 
 
 def one_line_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn expected errors into a one-line ``Error: ...`` and exit status 1 (no traceback).
+    """Report what the user must fix as one ``Error: ...`` line (exit status 1); let bugs be bugs.
 
-    Set ``FGBENCH_DEBUG=1`` to see the full traceback instead.
+    * :class:`~fgbench.errors.FgbenchError`, and an ``OSError`` naming a file:
+      the first line of the message.
+    * An exception raised inside a plugin: one line naming the plugin's
+      distribution and the exception, so it is never mistaken for a user error.
+    * Anything else is a bug in fgbench: the traceback is shown.
+
+    ``FGBENCH_DEBUG=1`` shows the traceback in every case.
     """
 
     @functools.wraps(fn)
@@ -35,15 +35,53 @@ def one_line_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             return fn(*args, **kwargs)
         except click.ClickException:
             raise
-        except EXPECTED_ERRORS as exc:
-            if os.environ.get("FGBENCH_DEBUG"):
-                raise
-            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise click.ClickException(message) from None
         except KeyboardInterrupt:
             raise click.ClickException("interrupted; rerun the same command to resume (finished jobs are kept)") from None
+        except Exception as exc:  # noqa: BLE001 - sorted into user errors, plugin errors and bugs below
+            message = user_message(exc)
+            if message is None or os.environ.get("FGBENCH_DEBUG"):
+                raise
+            raise click.ClickException(message) from None
 
     return wrapper
+
+
+def user_message(exc: BaseException) -> str | None:
+    """The one-line message for ``exc`` if it is the user's to fix or a plugin's fault; None for an fgbench bug."""
+    if isinstance(exc, FgbenchError) or (isinstance(exc, OSError) and exc.filename is not None):
+        text = str(exc).strip()
+        return text.splitlines()[0] if text else type(exc).__name__
+    plugin = plugin_in_traceback(exc)
+    if plugin is None:
+        return None
+    text = str(exc).strip()
+    detail = f": {text.splitlines()[0]}" if text else ""
+    return (f"plugin {plugin} raised {type(exc).__name__}{detail} (a bug in that plugin; "
+            f"FGBENCH_DEBUG=1 shows the traceback)")
+
+
+def plugin_in_traceback(exc: BaseException) -> str | None:
+    """The distribution (``name version``) of the innermost installed plugin module in ``exc``'s traceback."""
+    owners = plugin_packages()
+    found = None
+    tb = exc.__traceback__
+    while tb is not None:
+        top = str(tb.tb_frame.f_globals.get("__name__", "")).split(".")[0]
+        if top in owners:
+            found = owners[top]
+        tb = tb.tb_next
+    return found
+
+
+@functools.lru_cache(maxsize=1)
+def plugin_packages() -> dict[str, str]:
+    """Top-level package of every ``fgbench`` entry point -> ``"distribution version"``."""
+    owners: dict[str, str] = {}
+    for ep in md.entry_points(group=ENTRY_POINT_GROUP):
+        top = ep.value.split(":")[0].split(".")[0]
+        dist = getattr(ep, "dist", None)
+        owners[top] = f"{dist.metadata['Name']} {dist.version}" if dist is not None else top
+    return owners
 
 
 def parse_int_list(option: str, value: str | None) -> list[int] | None:
@@ -156,95 +194,35 @@ def check_method_sets(registry: Registry, method_sets: Mapping[str, Mapping[str,
     return notes
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.version_option(package_name="fgbench")
-def main() -> None:
-    """fgbench: benchmark fine-grained deep hashing methods under one protocol.
+def print_leaderboard(results: Path, datasets: set[str] | None = None) -> None:
+    """Print the measured (and paper-comparison) tables of every board in ``results``."""
+    from fgbench.results.leaderboard import (build_boards, divergence_warnings, paper_numbers, records_frame,
+                                             render_console)
+    from fgbench.records import iter_records
 
-    \b
-    Quick start (CPU, offline, a few minutes):
-      fgbench list                 installed methods, datasets, metrics
-      fgbench run                  every method on the embedded dataset
-      fgbench leaderboard          tables from the run records
-    """
-
-
-@main.command("list")
-@click.option("--data-root", type=click.Path(path_type=Path), envvar="FGBENCH_DATA", default=None,
-              help="Folder holding the real datasets (env FGBENCH_DATA).")
-@one_line_errors
-def list_cmd(data_root: Path | None) -> None:
-    """List installed methods, datasets (with availability), metrics and broken plugins."""
-    host = get_host()
-    reg = host.registry
-    root = data_root or default_data_root()
-    click.echo("Methods:")
-    for spec in reg.methods.values():
-        click.echo(f"  {spec.name:<14} {spec.summary}  [{spec.source}]")
-    if not len(reg.methods):
-        click.echo("  (none installed: pip install -e plugins/fgbench-dpsh)")
-    click.echo("Datasets:")
-    for spec in reg.datasets.values():
-        status = spec.status(root)
-        counts = ", ".join(f"{k} {v}" for k, v in status.counts.items())
-        click.echo(f"  {spec.name:<14} {status.state:<8} {counts}  {spec.summary}")
-    click.echo("Metrics:")
-    for spec in reg.metrics.values():
-        click.echo(f"  {spec.name:<14} {spec.summary}")
-    if reg.failures:
-        click.echo("Broken plugins (skipped):")
-        for f in reg.failures:
-            click.echo(f"  {f.plugin} ({f.source}): {f.reason}")
-
-
-@main.command()
-@click.option("--methods", "-m", default=None, help="Comma-separated methods (default: all installed).")
-@click.option("--bits", default="12", show_default=True, help="Bit lengths.")
-@click.option("--backbone", type=click.Choice(sorted(BACKBONES)), default="resnet50", show_default=True)
-@click.option("--input-size", type=int, default=224, show_default=True)
-@click.option("--num-classes", type=int, default=200, show_default=True, help="Classes (CUB: 200).")
-@click.option("--set", "sets", multiple=True, metavar="METHOD.KEY=VALUE",
-              help="Method option, e.g. cnet.zoom=off; repeatable.")
-@one_line_errors
-def profile(methods: str | None, bits: str, backbone: str, input_size: int, num_classes: int,
-            sets: tuple[str, ...]) -> None:
-    """Parameters and FLOPs of each method's encode path (random weights, CPU).
-
-    FLOPs follow the papers' convention: multiply-accumulates, one image.
-    """
-    from fgbench.profiling import profile_methods, profile_protocol
-
+    df = records_frame(iter_records(results))
+    if datasets:
+        df = df[df["dataset"].isin(datasets)]
+    if df.empty:
+        click.echo("no run records yet")
+        return
     reg = get_host().registry
-    names = resolve_names("--methods", methods, reg.methods)
-    if not names:
-        raise click.ClickException("no method plugins are installed; install one, "
-                                   "e.g. pip install -e plugins/fgbench-dpsh")
-    method_sets, protocol_sets = parse_sets(sets)
-    if protocol_sets:
-        key, value = next(iter(protocol_sets.items()))
-        raise click.BadParameter(f"{key}={value}: profile takes METHOD.KEY=VALUE only "
-                                 f"(use --backbone, --input-size, --bits)", param_hint="--set")
-    for note in check_method_sets(reg, method_sets, names):
-        click.echo(note, err=True)
-    bit_list = parse_int_list("--bits", bits) or []
-    profile_protocol(backbone, input_size, bit_list, num_classes)  # every option checked before any model is built
-    rows = profile_methods(reg, names, bit_list, backbone, input_size, num_classes, method_sets)
-    from tabulate import tabulate
-
-    click.echo(f"encode path at {input_size}x{input_size}, backbone {backbone}; FLOPs = multiply-accumulates (G)")
-    click.echo(tabulate(rows, headers="keys", tablefmt="github", disable_numparse=True))
+    boards = build_boards(df, paper_numbers(reg), set(reg.methods.names()))
+    for board in boards:
+        click.echo("\n" + render_console(board))
+    click.echo("Significance tests and figures: fgbench leaderboard --write")
+    for warning in divergence_warnings(boards):
+        click.echo(f"warning: {warning}", err=True)
 
 
-def _register_commands() -> None:
-    """Import the modules that add their commands to :func:`main` (one module per command group)."""
-    from fgbench import cli_leaderboard, cli_run, cli_scaffold, cli_submit  # noqa: F401  (register @main.command)
-    from fgbench.cli_data import data
+def dataset_loader(reg: Any, data_root: Path) -> Any:
+    """name -> loaded dataset, for the retrieval panels; raises when it is not on disk."""
 
-    main.add_command(data)
+    def load(name: str) -> Any:
+        spec = reg.datasets.get(name)
+        status = spec.status(data_root)
+        if not status.available:
+            raise LookupError(status.message or status.state)
+        return spec.load(data_root)
 
-
-_register_commands()
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    return load
