@@ -145,21 +145,24 @@ def _silent(*_args: Any, **_kwargs: Any) -> None:
 def _run_grid(runner: Any, jobs: list[Any], echo: Any, what: str) -> list[tuple[str, str]]:
     """Decide what is done, refuse mismatched or damaged records, run the rest; a failing job does not stop the grid.
 
-    Before any job trains: the device options are resolved once (an invalid
-    one is an error, not a failure of every job), and every existing record
+    Before any job trains: the device options are resolved and every method's
+    config built once (an invalid one is an error, not a failure of every
+    job), and every existing record
     is read and its identity compared with its job
     (:meth:`fgbench.engine.runner.JobRunner.check_done`): a record that is
     damaged or was made with other settings stops the command with one line.
     Files left by killed runs of finished jobs are removed.  Then each job
     runs; one that raises is reported as ``FAILED <job>: <reason>`` and the
     grid goes on (returned as ``(job label, reason)``; :func:`_end_with_failures`
-    summarises them and exits with status 1).  A
-    full disk, an interruption (Ctrl-C, SIGTERM) or any failure under several
-    processes stops the grid at once.
+    summarises them and exits with status 1).  A full disk, an option or
+    protocol error, an interruption (Ctrl-C, SIGTERM) or any failure under
+    several processes stops the grid at once
+    (:func:`fgbench.engine.runner.stops_the_grid`).
     """
     from fgbench.engine import distributed
     from fgbench.engine.device import resolve_runtime
-    from fgbench.engine.runner import collapse_warning, divergence_warning, failure_message, is_disk_error
+    from fgbench.engine.runner import (collapse_warning, divergence_warning, failure_message, is_disk_error,
+                                       stops_the_grid)
     from fgbench.results.records import RecordError
 
     dist = distributed.info()
@@ -168,6 +171,8 @@ def _run_grid(runner: Any, jobs: list[Any], echo: Any, what: str) -> list[tuple[
         echo(message, err=True)
 
     resolve_runtime(runner.options)
+    for name in sorted({job.method for job in jobs}):
+        runner.config(name)  # a bad --set value or key: one line now, not a failure of each job
     decision: tuple[list[Any], int, str | None] | None = None
     if dist.is_main:
         decision = _done_and_todo(runner, jobs, warn)
@@ -180,19 +185,21 @@ def _run_grid(runner: Any, jobs: list[Any], echo: Any, what: str) -> list[tuple[
     with _sigterm_as_interrupt():
         try:
             for i, job in enumerate(todo, 1):
+                record = None
                 try:
                     record = runner.run(job, log=echo, warn=warn)
                 except Exception as exc:  # noqa: BLE001 - one job's failure is reported, the grid goes on
                     if is_disk_error(exc):
                         raise click.ClickException(f"{exc}; free some space and rerun the same command "
                                                    f"(finished jobs are kept)") from None
-                    if dist.enabled or os.environ.get("FGBENCH_DEBUG"):
+                    if dist.enabled or stops_the_grid(exc) or os.environ.get("FGBENCH_DEBUG"):
                         raise
                     reason = failure_message(job, exc, runner.method_overrides)
                     echo(f"FAILED {job.label}: {reason}", err=True)
                     failures.append((job.label, reason))
-                    continue
-                if record is not None:
+                if failures and failures[-1][0] == job.label:
+                    _free_memory()  # the failed job's model and tensors (e.g. after an out-of-memory error)
+                elif record is not None:
                     echo(f"[{i}/{len(todo)}] {job.label}: mAP {record.metrics.get('map', float('nan')):.4f} "
                          f"(train {record.train_seconds:.1f}s, eval {record.eval_seconds:.2f}s)")
                     for warning in (divergence_warning(job.label, record),
@@ -203,6 +210,16 @@ def _run_grid(runner: Any, jobs: list[Any], echo: Any, what: str) -> list[tuple[
             _summarise_failures(failures, echo)
             raise
     return failures
+
+
+def _free_memory() -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _done_and_todo(runner: Any, jobs: list[Any], warn: Any) -> tuple[list[Any], int, str | None]:

@@ -53,14 +53,14 @@ from fgbench.atomic import temp_files_of
 from fgbench.backbones import BackboneFactory
 from fgbench.data.base import RetrievalDataset
 from fgbench.engine import distributed, faults
-from fgbench.engine.device import EngineOptions, resolve_runtime, seed_everything
+from fgbench.engine.device import EngineError, EngineOptions, resolve_runtime, seed_everything
 from fgbench.engine.divergence import divergence_reason
 from fgbench.engine.train import NonFiniteLossError, encode_split, loader_options_for, train_model
 from fgbench.methods import BuildContext, MethodSpec
 from fgbench.metrics.cost import encode_cost
 from fgbench.metrics.retrieval import evaluate_codes
-from fgbench.plugins import Registry
-from fgbench.protocol import Protocol, resolve_protocol
+from fgbench.plugins import PluginError, Registry
+from fgbench.protocol import Protocol, ProtocolError, resolve_protocol
 from fgbench.results.examples import pr_curve_field, retrieval_examples_field
 from fgbench.results.records import RecordError, RunRecord, read_record, record_path, write_record
 
@@ -502,8 +502,9 @@ def identity_mismatch(job: Job, record: RunRecord, config: Any, version: str, li
     (at most ``limit`` fields, then ``"and N more"``).  A protocol or config
     field that the record lacks (written before the field existed) matches
     when the value now is the field's default.  The plugin version is compared
-    with the record's ``method_version``, or its ``method_source`` for records
-    written before that field existed.
+    with the record's ``method_version``, or for records written before that
+    field existed with their ``method_source`` when it has the
+    ``<distribution> <version>`` form.
     """
     now = job_identity(job, config, version)
     diffs: list[str] = []
@@ -530,7 +531,9 @@ def identity_mismatch(job: Job, record: RunRecord, config: Any, version: str, li
                 differ(f"{job.method}.{key}", recorded_config[key], value)
         elif key in config_defaults and _plain(config_defaults[key]) != value:
             differ(f"{job.method}.{key}", "(absent)", value)
-    recorded_version = record.method_version or record.method_source
+    recorded_version = record.method_version
+    if not recorded_version and re.fullmatch(r"\S+ \S+", record.method_source or ""):
+        recorded_version = record.method_source  # "<distribution> <version>" of an entry-point plugin
     if recorded_version and recorded_version != version:
         differ("plugin", recorded_version, version)
     if not diffs:
@@ -675,6 +678,14 @@ def _raised_in_plugin(exc: BaseException) -> bool:
 def is_disk_error(exc: BaseException) -> bool:
     """A full disk, quota or read-only file system: every later job would fail the same way."""
     return isinstance(exc, OSError) and exc.errno in DISK_ERRNOS
+
+
+def stops_the_grid(exc: BaseException) -> bool:
+    """Whether ``exc`` ends the whole grid rather than one job: a full disk, or an option, protocol or plugin
+    registry error of the harness (the user's to fix; every later job would fail the same way)."""
+    if is_disk_error(exc):
+        return True
+    return isinstance(exc, (EngineError, ProtocolError, PluginError)) and not _raised_in_plugin(exc)
 
 
 def failure_message(job: Job, exc: BaseException, method_overrides: dict[str, Any] | None = None) -> str:

@@ -481,3 +481,54 @@ def test_job_lock_excludes_a_second_holder_and_deletes_its_file(tmp_path: Path) 
     assert second.acquire()
     second.release()
     assert not path.exists()
+
+
+def test_failure_messages_name_the_cause(host: None) -> None:
+    from fgbench.engine.runner import expand_jobs, failure_message, stops_the_grid
+    from fgbench.engine.train import NonFiniteLossError
+    from fgbench.plugins import get_host
+
+    (job,) = expand_jobs(get_host().registry, ["crashy"], ["tiny"], "fair", [8], [0])
+    nan = NonFiniteLossError(3, {"loss": float("nan")})
+    assert "epoch 3" in failure_message(job, nan) and "--lr, now" in failure_message(job, nan)
+    assert "--set crashy.eta=1e30 (or the learning rate" in failure_message(job, nan, {"crashy": {"eta": "1e30"}})
+    oom = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+    assert failure_message(job, oom).startswith("out of memory (CUDA out of memory.")
+    assert f"--batch-size (now {job.protocol.batch_size})" in failure_message(job, oom)
+    assert failure_message(job, MemoryError()).startswith("out of memory (MemoryError)")
+    internal = KeyError("x")  # raised by the harness alone: not blamed on the method
+    assert failure_message(job, internal) == "KeyError: 'x'"
+    assert stops_the_grid(OSError(28, "No space left on device", "/r/x.json"))
+    assert not stops_the_grid(OSError(2, "No such file or directory", "/r/x.json")) and not stops_the_grid(nan)
+
+
+def test_identity_mismatch_names_the_differing_fields(reference: dict) -> None:
+    import dataclasses
+
+    from fgbench.engine.runner import expand_jobs, identity_mismatch
+    from fgbench.plugins import get_host
+    from fgbench.results.records import RunRecord
+
+    reg = get_host().registry
+    (job,) = expand_jobs(reg, ["crashy"], ["tiny"], "fair", [8], [0], {"epochs": 3})
+    spec = reg.methods.get("crashy")
+    rec = RunRecord.from_dict(reference)
+    config = spec.make_config()
+    version = reference["method_version"]
+    assert identity_mismatch(job, rec, config, version) is None
+    (grid,) = [j for j in expand_jobs(reg, ["crashy"], ["tiny"], "fair", [8, 12], [0, 5], {"epochs": 3})
+               if j.bits == 8 and j.seed == 0]
+    assert identity_mismatch(grid, rec, config, version) is None  # the grid's bits/seeds lists are not the job's
+    assert identity_mismatch(job, rec, config, "fgb_engine_testplug 0.1") == \
+        f"plugin: record {version}, now fgb_engine_testplug 0.1"
+    changed = identity_mismatch(job, rec, spec.make_config({"eta": "5"}), version)
+    assert changed == f"crashy.eta: record {config.eta}, now 5.0"
+    # written before a field existed: it matches when the value now is the field's default
+    defaults = type(job.protocol)()
+    same = next(f for f in ("momentum", "optimizer", "schedule") if getattr(job.protocol, f) == getattr(defaults, f))
+    assert job.protocol.eval_batch_size != defaults.eval_batch_size
+    old = dataclasses.replace(rec, method_version="", protocol={k: v for k, v in rec.protocol.items() if k != same})
+    assert identity_mismatch(job, old, config, version) is None  # and method_source stands for method_version
+    old = dataclasses.replace(rec, protocol={k: v for k, v in rec.protocol.items() if k != "eval_batch_size"})
+    assert identity_mismatch(job, old, config, version) == \
+        f"eval_batch_size: record (absent), now {job.protocol.eval_batch_size}"
