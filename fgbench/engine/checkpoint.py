@@ -50,10 +50,11 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
             with atomic_output(path, "wb", fsync=True) as fh:
                 try:
                     torch.save(obj, fh)
-                except RuntimeError as exc:
-                    if "write" not in str(exc).lower():
+                except RuntimeError as exc:  # torch's C++ writer: "[enforce fail at inline_container.cc:...]"
+                    text = str(exc)
+                    if "inline_container" not in text and "write" not in text.lower():
                         raise
-                    raise OSError(errno.EIO, "write failed (is the disk full?)", str(path)) from None
+                    raise OSError(errno.EIO, "torch.save could not write it (is the disk full?)", str(path)) from None
         except OSError as exc:
             if exc.filename != str(path):
                 raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from None

@@ -328,9 +328,8 @@ def train_model(
             model.train()
             faults.fault_point("epoch_end")
             if checkpoint_path is not None and options.checkpoint and epoch + 1 < protocol.epochs:
-                wait = 0.0 if options.checkpoint_every <= 0 else max(options.checkpoint_every,
-                                                                     CHECKPOINT_COST_FACTOR * save_cost)
-                if distributed.broadcast_object(time.perf_counter() - last_save >= wait):
+                due = checkpoint_due(time.perf_counter() - last_save, options.checkpoint_every, save_cost)
+                if distributed.broadcast_object(due):
                     started = time.perf_counter()
                     _save_checkpoint(checkpoint_path, model, optimizer, scheduler, scaler, generator, augment,
                                      epoch, result, fingerprint, runtime, warn)
@@ -342,6 +341,18 @@ def train_model(
     total_images = n_images * runtime.world_size
     result.images_per_second = total_images / result.seconds if result.seconds > 0 else 0.0
     return result
+
+
+def checkpoint_due(elapsed: float, every: float, last_cost: float) -> bool:
+    """Whether to write a checkpoint ``elapsed`` seconds after the last one (or the start of training).
+
+    ``every <= 0``: always.  Otherwise when at least ``every`` seconds and at
+    least ``CHECKPOINT_COST_FACTOR`` times the last write's ``last_cost``
+    seconds have passed, so writing takes at most about a tenth of the time.
+    """
+    if every <= 0:
+        return True
+    return elapsed >= max(every, CHECKPOINT_COST_FACTOR * last_cost)
 
 
 def _forward(step_fn: Callable[..., Any], images: torch.Tensor) -> Any:

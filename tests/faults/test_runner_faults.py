@@ -214,11 +214,11 @@ def reference(host: None, tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 
 @pytest.fixture(scope="module")
-def checkpoint_bytes(host: None, tmp_path_factory: pytest.TempPathFactory) -> bytes:
-    """A valid checkpoint (after epoch 0) of the job: the run fails at the second epoch end."""
-    results = tmp_path_factory.mktemp("checkpoint")
-    res = cli(results, FGBENCH_FAULT="epoch_end:raise:2")
-    assert res.code == 1 and "FAILED crashy/tiny/8b/seed0: RuntimeError: injected fault at epoch_end" in res.output, res
+def checkpoint_bytes(server: "ForkServer", tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """A valid checkpoint (after epoch 0) of the job: the test plugin's process exits at the end of epoch 1."""
+    results = tmp_path_factory.mktemp("checkpoint") / "results"
+    res = forked(server, results, FGB_CRASH_AT_EPOCH="1")
+    assert res.code == 17, res
     assert not (results / RECORD).exists()
     ckpt = (results / RECORD).with_suffix(".ckpt")
     assert torch.load(ckpt, weights_only=True)["epoch"] == 0
@@ -532,3 +532,18 @@ def test_identity_mismatch_names_the_differing_fields(reference: dict) -> None:
     old = dataclasses.replace(rec, protocol={k: v for k, v in rec.protocol.items() if k != "eval_batch_size"})
     assert identity_mismatch(job, old, config, version) == \
         f"eval_batch_size: record (absent), now {job.protocol.eval_batch_size}"
+
+
+def test_torch_writer_failure_becomes_an_error_naming_the_checkpoint(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from fgbench.engine import checkpoint
+
+    def full_disk(obj: object, fh: object) -> None:  # what torch.save raises when the disk fills up mid-write
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
+
+    monkeypatch.setattr(checkpoint.torch, "save", full_disk)
+    path = tmp_path / "job.ckpt"
+    with pytest.raises(OSError) as info:
+        checkpoint.atomic_torch_save({"w": torch.zeros(3)}, path)
+    assert info.value.filename == str(path) and "disk full" in str(info.value)
+    assert list(tmp_path.iterdir()) == []
