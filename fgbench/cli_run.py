@@ -192,8 +192,11 @@ def _run_grid(runner: Any, jobs: list[Any], echo: Any, what: str) -> list[tuple[
                     if is_disk_error(exc):
                         raise click.ClickException(f"{exc}; free some space and rerun the same command "
                                                    f"(finished jobs are kept)") from None
-                    if dist.enabled or stops_the_grid(exc) or os.environ.get("FGBENCH_DEBUG"):
+                    if stops_the_grid(exc) or os.environ.get("FGBENCH_DEBUG"):
                         raise
+                    if dist.enabled:  # the other ranks may be waiting in a collective: the grid stops
+                        raise click.ClickException(f"{job.label}: {failure_message(job, exc, runner.method_overrides)}"
+                                                   ) from None
                     reason = failure_message(job, exc, runner.method_overrides)
                     echo(f"FAILED {job.label}: {reason}", err=True)
                     failures.append((job.label, reason))

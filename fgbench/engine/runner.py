@@ -195,11 +195,6 @@ class JobRunner:
         """The config dataclass of ``method`` with this run's ``--set`` overrides."""
         return self.registry.methods.get(method).make_config(self.method_overrides.get(method))
 
-    def identity(self, job: Job) -> dict[str, Any]:
-        """:func:`job_identity` of ``job`` under this runner's method overrides."""
-        mspec = self.registry.methods.get(job.method)
-        return job_identity(job, self.config(job.method), method_version(mspec))
-
     def check_done(self, job: Job) -> None:
         """Check that the existing record of ``job`` is valid and has ``job``'s identity.
 
