@@ -11,11 +11,14 @@ private ``0o600``: results folders are often shared.
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import os
 import tempfile
 from pathlib import Path
 from typing import IO, Any, Iterator
+
+from fgbench.engine import faults
 
 
 def _umask() -> int:
@@ -33,25 +36,51 @@ def atomic_output(path: Path | str, mode: str = "w", fsync: bool = False) -> Ite
 
     On a normal exit from the ``with`` block the file is closed (flushed to
     disk first when ``fsync``) and renamed to ``path``; on an exception it is
-    deleted and ``path`` is left as it was.
+    deleted and ``path`` is left as it was.  An ``OSError`` (a full disk, a
+    quota, a read-only folder) is raised with ``path`` as its file name, so its
+    one-line message names the file.
     """
     if mode not in ("w", "wb"):
         raise ValueError(f"mode {mode!r}: use 'w' or 'wb'")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise _naming(exc, path) from None
     try:
         text = {"encoding": "utf-8", "newline": "\n"} if mode == "w" else {}
-        with os.fdopen(fd, mode, **text) as fh:
-            yield fh
-            if fsync:
-                fh.flush()
-                os.fsync(fh.fileno())
-        os.chmod(tmp, _FILE_MODE)
-        os.replace(tmp, path)
+        try:
+            with os.fdopen(fd, mode, **text) as fh:
+                yield fh
+                if fsync:
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            os.chmod(tmp, _FILE_MODE)
+            faults.rename_point("before", path)
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise _naming(exc, path) from None
+        faults.rename_point("after", path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _naming(exc: OSError, path: Path) -> OSError:
+    """``exc`` as an ``OSError`` whose message names ``path`` (the target, not the temporary file)."""
+    if exc.filename == str(path):
+        return exc
+    return OSError(exc.errno, exc.strerror or str(exc), str(path))
+
+
+def temp_files_of(path: Path | str) -> list[Path]:
+    """The temporary files :func:`atomic_output` would leave beside ``path`` if killed (``.<name>.*.tmp``)."""
+    path = Path(path)
+    try:
+        return sorted(path.parent.glob(f".{glob.escape(path.name)}.*.tmp"))
+    except OSError:
+        return []
 
 
 def atomic_write_text(path: Path | str, text: str) -> None:

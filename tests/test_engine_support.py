@@ -10,7 +10,9 @@ folder that is put on ``PYTHONPATH``.  It registers:
 * ``crashy`` — a small conv net with BatchNorm and DPSH's loss and code
   memory (cheap enough for many subprocess runs), whose process exits
   (``os._exit(17)``) at the end of the epoch named by ``$FGB_CRASH_AT_EPOCH``,
-  and which appends one line per training start to ``$FGB_TRAIN_LOG``;
+  which appends one line per training start to ``$FGB_TRAIN_LOG``, and whose
+  loss raises ``ValueError`` in jobs of the bit length ``$FGB_RAISE_AT_BITS``
+  (a plugin bug, for the failing-job tests);
 * ``plain`` — a BatchNorm-free hasher with a DPSH-style code memory that is
   written and read in the same loss, and that saves its memory, weights and
   ``encode_train()`` codes per rank to ``$FGB_DUMP_DIR`` at each epoch end
@@ -80,6 +82,11 @@ class Crashy(DPSH):
     def on_epoch_end(self, epoch, ctx):
         if os.environ.get("FGB_CRASH_AT_EPOCH") == str(epoch):
             os._exit(17)
+
+    def loss(self, u, batch):
+        if os.environ.get("FGB_RAISE_AT_BITS") == str(self.bits):
+            raise ValueError(f"codes of {self.bits} bits do not fit the memory (test plugin bug)")
+        return super().loss(u, batch)
 
 
 @dataclass(frozen=True)

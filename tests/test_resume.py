@@ -44,3 +44,16 @@ def test_killed_job_resumes_to_the_same_record(plugin_dir: Path, tmp_path: Path)
     assert a["metrics"] == b["metrics"]
     assert a["per_query_ap"] == b["per_query_ap"]  # the encoded field, compared whole
     assert not list(broken.rglob("*.ckpt"))  # removed once the record is written
+
+
+def test_a_job_of_a_minute_is_resumable_and_checkpoints_stay_cheap() -> None:
+    from fgbench.engine.device import EngineOptions
+    from fgbench.engine.train import checkpoint_due
+
+    every = EngineOptions().checkpoint_every
+    assert every <= 20  # a ~minute job (e.g. 6 epochs of 8 s) checkpoints before its end
+    assert checkpoint_due(16.0, every, last_cost=0.6)  # after the second 8-second epoch
+    assert not checkpoint_due(every - 1, every, last_cost=0.6)
+    # a checkpoint that takes 2 s to write waits 18 s: writing stays near a tenth of the time
+    assert not checkpoint_due(12.0, every, last_cost=2.0) and checkpoint_due(18.0, every, last_cost=2.0)
+    assert checkpoint_due(0.0, 0, last_cost=5.0)  # --checkpoint-every 0: every epoch, whatever the cost

@@ -18,17 +18,25 @@ checkpoints.
 
 Resume: a checkpoint (model with its buffers — method memories included —,
 optimizer, scheduler, GradScaler, every rank's RNG states, the loader's
-generator) is written atomically at the end of an epoch, at most every
-``checkpoint_every`` seconds; a rerun of the job continues after the last
-saved epoch and, with ``--deterministic`` on the CPU, ends with the same
-weights as an uninterrupted run.
+generator) is written atomically at the end of an epoch when at least
+``checkpoint_every`` seconds (default 10) and at least nine times the last
+checkpoint's writing time have passed since the last one (so writing costs
+at most about a tenth of the training time); ``checkpoint_every=0`` writes
+after every epoch.  A rerun of the job continues after the last saved epoch
+and, with ``--deterministic`` on the CPU, ends with the same weights as an
+uninterrupted run.  A checkpoint that cannot be used (unreadable, ``{}``,
+other settings, other shapes, non-finite values) is reported in a warning,
+deleted, and the job starts from scratch.  A checkpoint that cannot be
+written (full disk) is reported in a warning and training goes on without it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import json
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +50,9 @@ from tqdm.auto import tqdm
 from fgbench.data.base import Split
 from fgbench.data.loader import LoaderOptions, SplitDataset, build_transform, make_loader
 from fgbench.engine import distributed
-from fgbench.engine.checkpoint import atomic_torch_save, load_checkpoint, rng_state, set_rng_state
+from fgbench.engine import faults
+from fgbench.engine.checkpoint import (CheckpointError, atomic_torch_save, checkpoint_problem, read_checkpoint,
+                                       rng_state, set_rng_state)
 from fgbench.engine.device import EngineError, EngineOptions, Runtime, auto_workers
 from fgbench.engine.gpu_augment import DeviceAugment, pad_collate, uint8_transform
 from fgbench.engine.optim import build_optimizer, build_scheduler
@@ -51,6 +61,22 @@ from fgbench.protocol import Protocol
 from fgbench.errors import TrainingError
 
 CHECKPOINT_FORMAT = 2
+#: With ``checkpoint_every > 0``, the least time between checkpoints is also this many times the last write's.
+CHECKPOINT_COST_FACTOR = 9.0
+
+
+class NonFiniteLossError(TrainingError):
+    """An epoch's mean loss is NaN or infinite (``epoch``, ``losses``: the epoch's means)."""
+
+    def __init__(self, epoch: int, losses: dict[str, float]) -> None:
+        self.epoch = epoch
+        self.losses = dict(losses)
+        parts = ", ".join(f"{k} {v:.4g}" for k, v in sorted(losses.items()))
+        super().__init__(f"non-finite loss at epoch {epoch} ({parts}); lower the learning rate (--lr)")
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 @dataclass
@@ -206,11 +232,16 @@ def train_model(
     checkpoint_path: Path | None = None,
     desc: str = "train",
     checkpoint_meta: dict[str, Any] | None = None,
+    warn: Callable[[str], None] = _stderr,
 ) -> TrainResult:
     """Train ``model`` on ``train_split`` under ``protocol``; resumes from ``checkpoint_path``.
 
     ``checkpoint_meta`` (JSON-able: protocol, method config, seed) is hashed
-    into the checkpoint; a checkpoint written for other settings is ignored.
+    into the checkpoint; a checkpoint written for other settings, or damaged,
+    is discarded with a ``warn`` line (on rank 0) and training starts over.
+
+    Raises:
+        NonFiniteLossError: an epoch's mean loss is NaN or infinite.
     """
     model.to(runtime.device)
     if runtime.channels_last:
@@ -244,23 +275,9 @@ def train_model(
     with memory_sync:
         # hooks first, so buffers they create exist when a checkpoint is loaded over them
         model.on_train_start(ctx)
-    state = load_checkpoint(checkpoint_path) if checkpoint_path else None
-    if state is not None and state.get("fingerprint", fingerprint) != fingerprint:
-        state = None  # written for other settings: start over
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        ranks = state.get("rank_states") or [{"rng": state["rng"]}]
-        mine = ranks[runtime.rank] if runtime.rank < len(ranks) else ranks[0]
-        set_rng_state(mine["rng"])
-        if augment is not None and "augment" in mine:
-            augment.set_state(mine["augment"])
-        generator.set_state(state["loader_rng"])
-        result.epoch_losses = list(state["epoch_losses"])
-        result.logs = {k: list(v) for k, v in state["logs"].items()}
-        start_epoch = result.resumed_from_epoch = int(state["epoch"]) + 1
+    if checkpoint_path is not None:
+        start_epoch = _resume(checkpoint_path, fingerprint, protocol.epochs, model, optimizer, scheduler, scaler,
+                              generator, augment, result, runtime, warn)
 
     step_fn: Callable[..., Any] = model
     if runtime.distributed:
@@ -269,6 +286,7 @@ def train_model(
         step_fn = torch.compile(step_fn)
 
     t0 = last_save = time.perf_counter()
+    save_cost = 0.0
     n_images = 0
     model.train()
     show = options.progress and runtime.is_main
@@ -298,25 +316,40 @@ def train_model(
                     epochs.set_postfix(loss=f"{(sums['loss'] / steps).item():.4f}")
             means = _epoch_means(sums, steps, runtime)
             if not all(np.isfinite(v) for v in means.values()):
-                raise TrainingError(f"epoch {epoch}: non-finite loss {means}; lower the learning rate (--lr)")
+                raise NonFiniteLossError(epoch, means)
             result.epoch_losses.append(means)
             epochs.set_postfix(loss=f"{means.get('loss', float('nan')):.4f}")
             scheduler.step()
             distributed.broadcast_norm_buffers(model)
             model.on_epoch_end(epoch, ctx)
             model.train()
+            faults.fault_point("epoch_end")
             if checkpoint_path is not None and options.checkpoint and epoch + 1 < protocol.epochs:
-                due = options.checkpoint_every <= 0 or time.perf_counter() - last_save >= options.checkpoint_every
+                due = checkpoint_due(time.perf_counter() - last_save, options.checkpoint_every, save_cost)
                 if distributed.broadcast_object(due):
+                    started = time.perf_counter()
                     _save_checkpoint(checkpoint_path, model, optimizer, scheduler, scaler, generator, augment,
-                                     epoch, result, fingerprint, runtime)
+                                     epoch, result, fingerprint, runtime, warn)
                     last_save = time.perf_counter()
+                    save_cost = last_save - started
     if runtime.device.type == "cuda":
         torch.cuda.synchronize(runtime.device)
     result.seconds = time.perf_counter() - t0
     total_images = n_images * runtime.world_size
     result.images_per_second = total_images / result.seconds if result.seconds > 0 else 0.0
     return result
+
+
+def checkpoint_due(elapsed: float, every: float, last_cost: float) -> bool:
+    """Whether to write a checkpoint ``elapsed`` seconds after the last one (or the start of training).
+
+    ``every <= 0``: always.  Otherwise when at least ``every`` seconds and at
+    least ``CHECKPOINT_COST_FACTOR`` times the last write's ``last_cost``
+    seconds have passed, so writing takes at most about a tenth of the time.
+    """
+    if every <= 0:
+        return True
+    return elapsed >= max(every, CHECKPOINT_COST_FACTOR * last_cost)
 
 
 def _forward(step_fn: Callable[..., Any], images: torch.Tensor) -> Any:
@@ -339,13 +372,109 @@ def _epoch_means(sums: dict[str, torch.Tensor], steps: int, runtime: Runtime) ->
     return dict(zip(names, (float(v) for v in stacked.tolist())))
 
 
+def _resume(path: Path, fingerprint: str, epochs: int, model: HashingModel, optimizer: torch.optim.Optimizer,
+            scheduler: Any, scaler: torch.amp.GradScaler, generator: torch.Generator, augment: DeviceAugment | None,
+            result: TrainResult, runtime: Runtime, warn: Callable[[str], None]) -> int:
+    """Load the checkpoint at ``path`` into the training state; the epoch to start from (0 without one).
+
+    A checkpoint that cannot be used is discarded (warning, file deleted) and
+    everything it may have half-loaded is put back, so the job starts from
+    scratch exactly as without a checkpoint.  Under several processes the
+    ranks agree: if any rank cannot use it, none does.
+    """
+    problem: str | None = None
+    state: dict[str, Any] | None = None
+    try:
+        state = read_checkpoint(path)
+    except CheckpointError as exc:
+        problem = str(exc)
+    if state is not None:
+        problem = checkpoint_problem(state, fingerprint, epochs, model.state_dict())
+    fresh = _snapshot(model, optimizer, scheduler, scaler, generator, augment) if state is not None else None
+    if state is not None and problem is None:
+        try:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            scaler.load_state_dict(state["scaler"])
+            ranks = state.get("rank_states") or [{"rng": state["rng"]}]
+            mine = ranks[runtime.rank] if runtime.rank < len(ranks) else ranks[0]
+            set_rng_state(mine["rng"])
+            if augment is not None and "augment" in mine:
+                augment.set_state(mine["augment"])
+            generator.set_state(state["loader_rng"])
+            epoch_losses = [dict(v) for v in state["epoch_losses"]]
+            logs = {str(k): [float(x) for x in v] for k, v in state["logs"].items()}
+        except Exception as exc:  # noqa: BLE001 - any inconsistency: the checkpoint is unusable
+            first = (str(exc).strip().splitlines() or [""])[0][:160]
+            problem = f"does not fit this job ({type(exc).__name__}{': ' + first if first else ''})"
+    problems = [p for p in distributed.gather_objects(problem) if p]
+    if problems and fresh is not None:
+        _restore(fresh, model, optimizer, scheduler, scaler, generator, augment)
+    if problems:
+        if runtime.is_main:
+            warn(f"warning: discarding checkpoint {path}: {problems[0]}; the job starts from scratch")
+            path.unlink(missing_ok=True)
+        return 0
+    if state is None:
+        return 0
+    result.epoch_losses = epoch_losses
+    result.logs = logs
+    result.resumed_from_epoch = int(state["epoch"]) + 1
+    return result.resumed_from_epoch
+
+
+def _snapshot(model: HashingModel, optimizer: torch.optim.Optimizer, scheduler: Any, scaler: torch.amp.GradScaler,
+              generator: torch.Generator, augment: DeviceAugment | None) -> dict[str, Any]:
+    """Copies of the freshly initialised training state (to undo a half-loaded checkpoint)."""
+    return {
+        "model": {k: v.detach().clone() for k, v in model.state_dict().items()},
+        "optimizer": copy.deepcopy(optimizer.state_dict()),
+        "scheduler": copy.deepcopy(scheduler.state_dict()),
+        "scaler": copy.deepcopy(scaler.state_dict()),
+        "rng": rng_state(),
+        "loader_rng": generator.get_state(),
+        "augment": augment.state() if augment is not None else None,
+    }
+
+
+def _restore(snapshot: dict[str, Any], model: HashingModel, optimizer: torch.optim.Optimizer, scheduler: Any,
+             scaler: torch.amp.GradScaler, generator: torch.Generator, augment: DeviceAugment | None) -> None:
+    model.load_state_dict(snapshot["model"])
+    optimizer.state.clear()
+    optimizer.load_state_dict(snapshot["optimizer"])
+    scheduler.load_state_dict(snapshot["scheduler"])
+    scaler.load_state_dict(snapshot["scaler"])
+    set_rng_state(snapshot["rng"])
+    generator.set_state(snapshot["loader_rng"])
+    if augment is not None and snapshot["augment"] is not None:
+        augment.set_state(snapshot["augment"])
+
+
 def _save_checkpoint(path: Path, model: HashingModel, optimizer: torch.optim.Optimizer, scheduler: Any,
                      scaler: torch.amp.GradScaler, generator: torch.Generator, augment: DeviceAugment | None,
-                     epoch: int, result: TrainResult, fingerprint: str, runtime: Runtime) -> None:
-    """Every rank's RNG states are gathered; rank 0 writes the file atomically."""
+                     epoch: int, result: TrainResult, fingerprint: str, runtime: Runtime,
+                     warn: Callable[[str], None] = _stderr) -> None:
+    """Every rank's RNG states are gathered; rank 0 writes the file atomically.
+
+    A write that fails (full disk, quota) leaves the previous checkpoint as it
+    was and no temporary file; training goes on after a warning naming the
+    file (the job is then resumable only from the previous checkpoint).
+    """
     rank_states = distributed.gather_objects(_local_state(augment))
     if not runtime.is_main:
         return
+    try:
+        _write_checkpoint(path, model, optimizer, scheduler, scaler, generator, epoch, result, fingerprint,
+                          runtime, rank_states)
+    except OSError as exc:
+        warn(f"warning: cannot write checkpoint {path} ({exc.strerror or exc}); training goes on without it "
+             f"(an interruption now loses the epochs since the last checkpoint)")
+
+
+def _write_checkpoint(path: Path, model: HashingModel, optimizer: torch.optim.Optimizer, scheduler: Any,
+                      scaler: torch.amp.GradScaler, generator: torch.Generator, epoch: int, result: TrainResult,
+                      fingerprint: str, runtime: Runtime, rank_states: list[Any]) -> None:
     atomic_torch_save(
         {
             "format": CHECKPOINT_FORMAT,
