@@ -69,6 +69,10 @@ class TrainingError(FgbenchError, RuntimeError):
     """Training cannot go on (e.g. a non-finite loss); the message names the job and the likely option."""
 
 
+class GridError(FgbenchError):
+    """The job grid stopped (a full disk, a failure under several processes) or ended with failed jobs."""
+
+
 class SubmitError(FgbenchError, ValueError):
     """The grid cannot be submitted (message says why)."""
 

@@ -16,7 +16,8 @@ from typing import Iterator
 import pytest
 
 from fgbench.engine.device import EngineOptions
-from fgbench.engine.runner import JobRunner, expand_jobs
+from fgbench.engine.grid import expand_jobs
+from fgbench.engine.runner import JobRunner
 from fgbench.plugins import load_plugins
 
 BUNDLED = ("dpsh", "cnet", "multifusnet", "cmbh", "exchnet")

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from fgbench.engine.runner import expand_jobs
+from fgbench.engine.grid import expand_jobs
 from fgbench.methods import coerce_value
 from fgbench.protocol import Protocol, ProtocolError, is_named_weights, resolve_protocol
 

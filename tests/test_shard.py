@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from test_engine_support import fgbench_cmd, plugin_dir, subprocess_env, testplug_host  # noqa: F401  (fixtures)
 from fgbench.cli import main
-from fgbench.engine.runner import expand_jobs, shard
+from fgbench.engine.grid import expand_jobs, shard
 
 
 def _key(job) -> tuple:  # type: ignore[no-untyped-def]

@@ -64,8 +64,8 @@ def plan_grid(registry: Registry, params: Mapping[str, Any]) -> GridPlan:
     Jobs already done are part of the grid: a bad option fails even when
     every record exists.
     """
-    from fgbench.engine.runner import expand_jobs
-    from fgbench.engine.runner import shard as shard_jobs
+    from fgbench.engine.grid import expand_jobs
+    from fgbench.engine.grid import shard as shard_jobs
 
     p = dict(params)
     _check_engine_options(p)

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import subprocess
 import sys
-import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
@@ -82,6 +80,7 @@ def run(methods: str | None, datasets: str | None, bits: str | None, seeds: str 
     torchrun) each job trains on N processes; see docs/performance.md.
     """
     from fgbench.engine import distributed
+    from fgbench.engine.grid import end_with_failures, run_grid
     from fgbench.engine.runner import JobRunner
 
     # every option, every --set and every job's protocol is checked here, before anything trains
@@ -111,160 +110,16 @@ def run(methods: str | None, datasets: str | None, bits: str | None, seeds: str 
         if dist.is_main:
             check_results_dir(results)
         runner = JobRunner(reg, root, results, options, method_sets)
-        failures = _run_grid(runner, jobs, echo, f"methods {', '.join(method_names)}; datasets {', '.join(dataset_names)}; "
-                  f"protocol {protocol_name}" + (f"; {dist.world_size} processes per job" if dist.enabled else ""))
+        what = (f"methods {', '.join(method_names)}; datasets {', '.join(dataset_names)}; protocol {protocol_name}"
+                + (f"; {dist.world_size} processes per job" if dist.enabled else ""))
+        failures = run_grid(runner, jobs, echo, what)
         if dist.is_main:
-
             print_leaderboard(results, datasets=set(dataset_names))
-        _end_with_failures(failures, echo)
+        end_with_failures(failures, echo)
 
 
 def _silent(*_args: Any, **_kwargs: Any) -> None:
     """``click.echo`` on ranks other than 0."""
-
-
-def _run_grid(runner: Any, jobs: list[Any], echo: Any, what: str) -> list[tuple[str, str]]:
-    """Decide what is done, refuse mismatched or damaged records, run the rest; a failing job does not stop the grid.
-
-    Before any job trains: the device options are resolved and every method's
-    config built once (an invalid one is an error, not a failure of every
-    job), and every existing record
-    is read and its identity compared with its job
-    (:meth:`fgbench.engine.runner.JobRunner.check_done`): a record that is
-    damaged or was made with other settings stops the command with one line.
-    Files left by killed runs of finished jobs are removed.  Then each job
-    runs; one that raises is reported as ``FAILED <job>: <reason>`` and the
-    grid goes on (returned as ``(job label, reason)``; :func:`_end_with_failures`
-    summarises them and exits with status 1).  A full disk, an option or
-    protocol error, an interruption (Ctrl-C, SIGTERM) or any failure under
-    several processes stops the grid at once
-    (:func:`fgbench.engine.runner.stops_the_grid`).
-    """
-    from fgbench.engine import distributed
-    from fgbench.engine.device import resolve_runtime
-    from fgbench.engine.runner import (collapse_warning, divergence_warning, failure_message, is_disk_error,
-                                       stops_the_grid)
-    from fgbench.records import RecordError
-
-    dist = distributed.info()
-
-    def warn(message: str) -> None:
-        echo(message, err=True)
-
-    resolve_runtime(runner.options)
-    for name in sorted({job.method for job in jobs}):
-        runner.config(name)  # a bad --set value or key: one line now, not a failure of each job
-    decision: tuple[list[Any], int, str | None] | None = None
-    if dist.is_main:
-        decision = _done_and_todo(runner, jobs, warn)
-    # every rank must walk the same list: rank 0's view of what is done decides
-    todo, done, refusal = distributed.broadcast_object(decision)
-    if refusal:
-        raise RecordError(refusal)
-    echo(f"{len(jobs)} job(s): {done} already done, {len(todo)} to run ({what})")
-    failures: list[tuple[str, str]] = []
-    with _sigterm_as_interrupt():
-        try:
-            for i, job in enumerate(todo, 1):
-                record = None
-                try:
-                    record = runner.run(job, log=echo, warn=warn)
-                except Exception as exc:  # noqa: BLE001 - one job's failure is reported, the grid goes on
-                    if is_disk_error(exc):
-                        raise click.ClickException(f"{exc}; free some space and rerun the same command "
-                                                   f"(finished jobs are kept)") from None
-                    if stops_the_grid(exc) or os.environ.get("FGBENCH_DEBUG"):
-                        raise
-                    if dist.enabled:  # the other ranks may be waiting in a collective: the grid stops
-                        raise click.ClickException(f"{job.label}: {failure_message(job, exc, runner.method_overrides)}"
-                                                   ) from None
-                    reason = failure_message(job, exc, runner.method_overrides)
-                    echo(f"FAILED {job.label}: {reason}", err=True)
-                    failures.append((job.label, reason))
-                if failures and failures[-1][0] == job.label:
-                    _free_memory()  # the failed job's model and tensors (e.g. after an out-of-memory error)
-                elif record is not None:
-                    echo(f"[{i}/{len(todo)}] {job.label}: mAP {record.metrics.get('map', float('nan')):.4f} "
-                         f"(train {record.train_seconds:.1f}s, eval {record.eval_seconds:.2f}s)")
-                    for warning in (divergence_warning(job.label, record),
-                                    collapse_warning(record, runner.dataset(job.dataset).num_classes)):
-                        if warning:
-                            warn(warning)
-        except BaseException:
-            _summarise_failures(failures, echo)
-            raise
-    return failures
-
-
-def _free_memory() -> None:
-    import gc
-
-    import torch
-
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
-def _done_and_todo(runner: Any, jobs: list[Any], warn: Any) -> tuple[list[Any], int, str | None]:
-    """(jobs to run, number already done, a refusal naming the first bad record or None)."""
-    from fgbench.records import RecordError
-
-    todo, done, problems = [], [], []
-    for job in jobs:
-        if not os.path.lexists(job.path(runner.results_dir)):
-            todo.append(job)
-            continue
-        try:
-            runner.check_done(job)
-            done.append(job)
-        except RecordError as exc:
-            problems.append(str(exc).strip().splitlines()[0])
-    if problems:
-        more = f" ({len(problems) - 1} more record(s) are refused too)" if len(problems) > 1 else ""
-        return todo, len(done), problems[0] + more
-    for job in done:
-        runner.tidy(job, warn)
-    return todo, len(done), None
-
-
-def _summarise_failures(failures: list[tuple[str, str]], echo: Any) -> None:
-    if failures:
-        echo(f"{len(failures)} job(s) failed:", err=True)
-        for label, reason in failures:
-            echo(f"  {label}: {reason}", err=True)
-
-
-def _end_with_failures(failures: list[tuple[str, str]], echo: Any) -> None:
-    """Exit status 1 with a summary when jobs of this command failed (their records are not written)."""
-    if not failures:
-        return
-    _summarise_failures(failures, echo)
-    labels = [label for label, _ in failures]
-    shown = ", ".join(labels[:5]) + (f" and {len(labels) - 5} more" if len(labels) > 5 else "")
-    raise click.ClickException(f"{len(labels)} job(s) failed ({shown}); the other jobs' records are kept; "
-                               f"rerun the same command to retry the failed ones")
-
-
-class _Terminated(KeyboardInterrupt):
-    """SIGTERM, handled like Ctrl-C: the job's lock is released, its checkpoint kept, the run resumable."""
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """Within the block, SIGTERM (what schedulers send first) raises KeyboardInterrupt like Ctrl-C."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(_signum: int, _frame: Any) -> None:
-        raise _Terminated()
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 @contextlib.contextmanager

@@ -43,7 +43,7 @@ import traceback
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -60,7 +60,7 @@ from fgbench.methods import BuildContext, MethodSpec
 from fgbench.metrics.cost import encode_cost
 from fgbench.metrics.retrieval import evaluate_codes
 from fgbench.plugins import PluginError, Registry
-from fgbench.protocol import Protocol, ProtocolError, resolve_protocol
+from fgbench.protocol import Protocol, ProtocolError
 from fgbench.metrics.summaries import pr_curve_field, retrieval_examples_field
 from fgbench.records import RecordError, RunRecord, read_record, record_path, write_record
 
@@ -94,43 +94,6 @@ class Job:
 
     def path(self, results_dir: Path) -> Path:
         return record_path(results_dir, self.protocol.name, self.dataset, self.method, self.bits, self.seed)
-
-
-def expand_jobs(
-    registry: Registry,
-    methods: Sequence[str],
-    datasets: Sequence[str],
-    protocol_name: str,
-    bits: Sequence[int] | None,
-    seeds: Sequence[int] | None,
-    protocol_overrides: dict[str, Any] | None = None,
-) -> list[Job]:
-    """The grid method x dataset x bits x seed, with each job's resolved protocol.
-
-    The protocol is resolved per dataset (and per method for ``paper``); under
-    ``fair`` every method of a dataset gets the identical object.
-    """
-    overrides = dict(protocol_overrides or {})
-    if bits:
-        overrides["bits"] = tuple(bits)
-    if seeds is not None and len(seeds):
-        overrides["seeds"] = tuple(seeds)
-    jobs = []
-    for dname in datasets:
-        dspec = registry.datasets.get(dname)
-        for mname in methods:
-            mspec = registry.methods.get(mname)
-            proto = resolve_protocol(protocol_name, dspec.fair_overrides, mspec.paper_recipe, dname, overrides)
-            for b in proto.bits:
-                for s in proto.seeds:
-                    jobs.append(Job(mname, dname, int(b), int(s), proto))
-    return jobs
-
-
-def shard(jobs: list[Job], index: int, count: int) -> list[Job]:
-    """Deterministic slice ``index`` of ``count`` (round robin over the sorted grid)."""
-    ordered = sorted(jobs, key=lambda j: (j.dataset, j.method, j.bits, j.seed))
-    return ordered[index::count]
 
 
 def code_version() -> str:
@@ -177,19 +140,6 @@ class JobRunner:
         if name not in self._datasets:
             self._datasets[name] = self.registry.datasets.get(name).load(self.data_root)
         return self._datasets[name]
-
-    def status(self, job: Job) -> str:
-        """``done`` (record exists), ``busy`` (another process holds the lock) or ``todo``."""
-        path = job.path(self.results_dir)
-        if path.exists():
-            return "done"
-        if not lock_path(path).exists():
-            return "todo"
-        lock = JobLock(lock_path(path))
-        if not lock.acquire():
-            return "busy"
-        lock.release()
-        return "todo"
 
     def config(self, method: str) -> Any:
         """The config dataclass of ``method`` with this run's ``--set`` overrides."""
@@ -427,10 +377,6 @@ def collapse_warning(record: RunRecord, num_classes: int) -> str | None:
 def _weights_source(model: torch.nn.Module) -> str:
     sources = sorted({m.weights_source for m in model.modules() if isinstance(m, fgbench.Backbone)})
     return "; ".join(sources) if sources else "n/a (no fgbench backbone)"
-
-
-def pending(jobs: Iterable[Job], runner: JobRunner) -> list[Job]:
-    return [j for j in jobs if runner.status(j) == "todo"]
 
 
 def _quiet(_message: str) -> None:

@@ -484,7 +484,8 @@ def test_job_lock_excludes_a_second_holder_and_deletes_its_file(tmp_path: Path) 
 
 
 def test_failure_messages_name_the_cause(host: None) -> None:
-    from fgbench.engine.runner import expand_jobs, failure_message, stops_the_grid
+    from fgbench.engine.grid import expand_jobs
+    from fgbench.engine.runner import failure_message, stops_the_grid
     from fgbench.engine.train import NonFiniteLossError
     from fgbench.plugins import get_host
 
@@ -505,7 +506,8 @@ def test_failure_messages_name_the_cause(host: None) -> None:
 def test_identity_mismatch_names_the_differing_fields(reference: dict) -> None:
     import dataclasses
 
-    from fgbench.engine.runner import expand_jobs, identity_mismatch
+    from fgbench.engine.grid import expand_jobs
+    from fgbench.engine.runner import identity_mismatch
     from fgbench.plugins import get_host
     from fgbench.records import RunRecord
 
