@@ -10,8 +10,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from fgbench.data.base import Split
-from fgbench.data.loader import SplitDataset, build_transform
-from fgbench.engine.gpu_augment import DeviceAugment, pad_collate, uint8_transform
+from fgbench.data.loader import SplitDataset
+from fgbench.data.transforms import build_transform
+from fgbench.data.transforms import DeviceAugment, pad_collate, uint8_transform
 from fgbench.protocol import Protocol
 
 PROTO = Protocol(input_size=224, resize_size=256, weights="random")

@@ -25,7 +25,8 @@ from torch.utils.data import DataLoader
 
 from fgbench.backbones import BackboneFactory
 from fgbench.data.base import ArraySplit
-from fgbench.data.loader import SplitDataset, build_transform
+from fgbench.data.loader import SplitDataset
+from fgbench.data.transforms import build_transform
 from fgbench.engine.device import EngineOptions, auto_workers, resolve_runtime, seed_everything
 from fgbench.engine.train import train_model
 from fgbench.methods import Batch, BuildContext, MethodSpec

@@ -717,7 +717,8 @@ class FirstImages:
 def sec_loader_harness(bench: Bench, source: str, gpu_augment: bool, which: str) -> dict[str, Any]:
     """The harness's own training loader (``train._train_loader``) feeding the device, one epoch per pass."""
     from fgbench.engine.device import resolve_runtime
-    from fgbench.engine.train import _images, _train_loader
+    from fgbench.engine.device import batch_images as _images
+    from fgbench.engine.train import _train_loader
 
     if source == "cache":
         split: Any = bench.dataset.split("train")
@@ -799,7 +800,7 @@ def sec_loader_nvjpeg(bench: Bench) -> dict[str, Any]:
     from torchvision.io import ImageReadMode, decode_jpeg
 
     from fgbench.engine.device import resolve_runtime
-    from fgbench.engine.gpu_augment import DeviceAugment
+    from fgbench.data.transforms import DeviceAugment
 
     files = bench.dataset.file_split("train")
     protocol = _protocol(bench, epochs=1)
@@ -855,7 +856,7 @@ def _uint8_array(split: Any) -> tuple[torch.Tensor, torch.Tensor]:
 def sec_loader_resident(bench: Bench, where: str) -> dict[str, Any]:
     """A uint8 cache held whole in pinned host memory (gather -> copy) or on the GPU (gather only), augmented there."""
     from fgbench.engine.device import resolve_runtime
-    from fgbench.engine.gpu_augment import DeviceAugment
+    from fgbench.data.transforms import DeviceAugment
 
     protocol = _protocol(bench, epochs=1)
     runtime = resolve_runtime(_options(bench, gpu_augment=True))

@@ -27,7 +27,6 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -124,7 +123,8 @@ def harness(method: str, amp: str = "auto", channels_last: str = "auto", epochs:
     from fgbench.data.embedded import EmbeddedConfig, EmbeddedDataset
     from fgbench.engine.device import EngineOptions, resolve_runtime
     from fgbench.engine.runner import Job, JobRunner
-    from fgbench.engine.train import encode_split, train_model
+    from fgbench.engine.encode import encode_split
+    from fgbench.engine.train import train_model
     from fgbench.metrics.retrieval import evaluate_codes
     from fgbench.plugins import load_plugins
     from fgbench.protocol import Protocol

@@ -5,7 +5,7 @@ Images as the decoded cache serves them (uint8, short side 256, long side
 consumes them (random crop, flip, float32, ImageNet normalisation), on the
 device.  Reference: the CPU path (``build_transform``: per image, in the
 loader).  Candidate: ``--gpu-augment`` (the loader only batches uint8
-images; :class:`fgbench.engine.gpu_augment.DeviceAugment` crops, flips and
+images; :class:`fgbench.data.transforms.DeviceAugment` crops, flips and
 normalises the whole batch on the device).  Both run in the main process
 (``num_workers=0``), so the ratio is the per-image CPU work saved; on CUDA
 the uint8 batch also moves a quarter of the bytes.

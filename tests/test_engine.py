@@ -15,12 +15,12 @@ from torchvision.transforms import v2
 
 from test_engine_support import plugin_dir, testplug_host  # noqa: F401  (fixtures)
 from fgbench.cli import main
-from fgbench.data.loader import build_transform
+from fgbench.data.transforms import build_transform
 from fgbench.engine import device as device_mod
 from fgbench.engine.checkpoint import load_checkpoint
 from fgbench.engine.device import EngineError, EngineOptions, resolve_runtime
 from fgbench.engine.distributed import GlobalBatchSampler
-from fgbench.engine.gpu_augment import DeviceAugment, pad_collate, uint8_transform
+from fgbench.data.transforms import DeviceAugment, pad_collate, uint8_transform
 from fgbench.engine.train import train_model
 from fgbench.protocol import Protocol, resolve_protocol
 from fgbench.testing import tiny_embedded

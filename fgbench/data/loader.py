@@ -1,42 +1,20 @@
-"""From a :class:`~fgbench.data.base.Split` to batches: transforms and DataLoaders.
+"""From a :class:`~fgbench.data.base.Split` to batches: the one place a ``DataLoader`` is built.
 
-The protocol's augmentation, identical for every method:
-
-* train (``crop-flip``): resize the short side to ``resize_size``, random
-  ``input_size`` crop, random horizontal flip, ImageNet normalisation;
-* eval: resize the short side to ``resize_size``, centre crop ``input_size``.
-
-Images travel as uint8 ``(H, W, 3)`` arrays (``Split.load_array``) and are
-transformed as uint8 tensors with torchvision's v2 transforms, so decoded
-arrays (embedded dataset, decoded cache) never pass through PIL.
+:class:`SplitDataset` yields ``(image tensor, label, index)`` with a transform
+of :mod:`fgbench.data.transforms`; :func:`make_loader` builds every loader of
+the harness (training, encoding, pretext) from :class:`LoaderOptions`.
 """
-
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Callable
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.transforms import v2
 
 from fgbench.data.base import DatasetError, Split
-from fgbench.protocol import Protocol
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-def build_transform(protocol: Protocol, train: bool) -> v2.Compose:
-    """The protocol's train or eval transform on uint8 ``(3, H, W)`` tensors."""
-    steps: list[v2.Transform] = [v2.Resize(protocol.resize_size, antialias=True)]
-    if train and protocol.augmentation == "crop-flip":
-        steps += [v2.RandomCrop(protocol.input_size), v2.RandomHorizontalFlip()]
-    else:
-        steps += [v2.CenterCrop(protocol.input_size)]
-    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
-    return v2.Compose(steps)
-
 
 class SplitDataset(Dataset):
     """A split as a torch Dataset of ``(image tensor, label, index)``."""
@@ -71,17 +49,22 @@ class LoaderOptions:
     persistent_workers: bool = False
 
 
-def make_loader(
-    dataset: Dataset, batch_size: int, shuffle: bool, options: LoaderOptions, seed: int = 0, drop_last: bool = False
-) -> DataLoader:
-    generator = torch.Generator().manual_seed(seed)
+def make_loader(dataset: Dataset, options: LoaderOptions, *, batch_size: int | None = None,
+                batch_sampler: Sampler | None = None, generator: torch.Generator | None = None,
+                collate_fn: Callable[[list[Any]], Any] | None = None) -> DataLoader:
+    """A loader over ``dataset`` in its order (``batch_size``), or in ``batch_sampler``'s batches (training).
+
+    ``generator`` seeds the workers' base seed (training passes the job's);
+    ``collate_fn`` batches ``--gpu-augment``'s padded uint8 images.
+    """
     return DataLoader(
         dataset,
-        batch_size=batch_size,
-        shuffle=shuffle,
-        drop_last=drop_last,
+        batch_size=batch_size if batch_sampler is None else 1,
+        batch_sampler=batch_sampler,
+        shuffle=False,
         num_workers=options.num_workers,
         pin_memory=options.pin_memory,
         persistent_workers=options.persistent_workers and options.num_workers > 0,
         generator=generator,
+        collate_fn=collate_fn,
     )

@@ -7,12 +7,16 @@ fused optimizers.  On the CPU everything stays in float32, contiguous.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
+
+from fgbench.data.loader import LoaderOptions
+from fgbench.data.transforms import DeviceAugment
 from fgbench.errors import EngineError
 
 
@@ -26,7 +30,7 @@ class EngineOptions:
     ``compile``: ``torch.compile`` the training forward.
     ``gpu_augment``: the loader ships uint8 images (resized on the CPU) and
     the random crop, flip and normalisation run on the device
-    (:mod:`fgbench.engine.gpu_augment`; same distribution as the CPU path).
+    (:mod:`fgbench.data.transforms`; same distribution as the CPU path).
     ``num_workers``: DataLoader worker processes (persistent, pinned memory on
     CUDA); ``-1`` (default) = auto: up to 8 on CUDA (one core left for the
     training process), none on the CPU, where workers would compete with the
@@ -153,3 +157,33 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     if deterministic != torch.are_deterministic_algorithms_enabled():
         torch.use_deterministic_algorithms(deterministic, warn_only=True)
+
+
+def autocast_for(runtime: Runtime) -> contextlib.AbstractContextManager:
+    """The mixed-precision context of ``runtime`` (a no-op without AMP)."""
+    if runtime.amp_dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(runtime.device.type, dtype=runtime.amp_dtype)
+
+
+def _to_device(images: torch.Tensor, runtime: Runtime) -> torch.Tensor:
+    images = images.to(runtime.device, non_blocking=True)
+    if runtime.channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    return images
+
+
+def loader_options_for(runtime: Runtime, options: EngineOptions) -> LoaderOptions:
+    """DataLoader settings of a job: the requested workers (persistent; -1 = auto), pinned memory on CUDA."""
+    workers = auto_workers(runtime.device, options.num_workers)
+    return LoaderOptions(num_workers=workers, pin_memory=runtime.device.type == "cuda", persistent_workers=workers > 0)
+
+
+def batch_images(data: tuple, runtime: Runtime, augment: DeviceAugment | None) -> tuple[torch.Tensor, torch.Tensor,
+                                                                                  torch.Tensor]:
+    """``(images on the device, labels, indices)`` from a loader batch (device augmentation applied)."""
+    if augment is None:
+        images, labels, idx = data
+        return _to_device(images, runtime), labels, idx
+    raw, sizes, labels, idx = data
+    return augment(raw.to(runtime.device, non_blocking=True), sizes), labels, idx

@@ -55,7 +55,9 @@ from fgbench.data.base import RetrievalDataset
 from fgbench.engine import distributed, faults
 from fgbench.engine.device import EngineError, EngineOptions, resolve_runtime, seed_everything
 from fgbench.engine.divergence import divergence_reason
-from fgbench.engine.train import NonFiniteLossError, encode_split, loader_options_for, train_model
+from fgbench.engine.device import loader_options_for
+from fgbench.engine.encode import encode_split
+from fgbench.engine.train import NonFiniteLossError, train_model
 from fgbench.methods import BuildContext, MethodSpec
 from fgbench.metrics.cost import encode_cost
 from fgbench.metrics.retrieval import evaluate_codes

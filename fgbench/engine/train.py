@@ -9,7 +9,7 @@ batches come from pinned memory with non-blocking copies, losses are summed
 on the device and read every ``log_every`` steps (progress bar only) and at
 epoch end; bf16 autocast (fp16 + GradScaler without bf16), channels-last
 tensors, cuDNN autotuning and fused optimizers on CUDA; optional
-``torch.compile`` and device-side augmentation (:mod:`fgbench.engine.gpu_augment`).
+``torch.compile`` and device-side augmentation (:mod:`fgbench.data.transforms`).
 
 Several processes (:mod:`fgbench.engine.distributed`): the forward runs under
 DistributedDataParallel, each rank loads its slice of every global batch,
@@ -32,7 +32,6 @@ written (full disk) is reported in a warning and training goes on without it.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import hashlib
 import json
@@ -48,13 +47,15 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from fgbench.data.base import Split
-from fgbench.data.loader import LoaderOptions, SplitDataset, build_transform, make_loader
+from fgbench.data.loader import SplitDataset, make_loader
+from fgbench.data.transforms import DeviceAugment, build_transform, pad_collate, uint8_transform
+from fgbench.engine.device import autocast_for, batch_images, loader_options_for
+from fgbench.engine.encode import encode_split_sharded
 from fgbench.engine import distributed
 from fgbench.engine import faults
 from fgbench.engine.checkpoint import (CheckpointError, atomic_torch_save, checkpoint_problem, read_checkpoint,
                                        rng_state, set_rng_state)
-from fgbench.engine.device import EngineError, EngineOptions, Runtime, auto_workers
-from fgbench.engine.gpu_augment import DeviceAugment, pad_collate, uint8_transform
+from fgbench.engine.device import EngineError, EngineOptions, Runtime
 from fgbench.engine.optim import build_optimizer, build_scheduler
 from fgbench.methods import Batch, HashingModel, TrainContext
 from fgbench.protocol import Protocol
@@ -92,98 +93,6 @@ class TrainResult:
     loader_workers: int = 0
 
 
-def _autocast(runtime: Runtime) -> contextlib.AbstractContextManager:
-    if runtime.amp_dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(runtime.device.type, dtype=runtime.amp_dtype)
-
-
-def _to_device(images: torch.Tensor, runtime: Runtime) -> torch.Tensor:
-    images = images.to(runtime.device, non_blocking=True)
-    if runtime.channels_last:
-        images = images.contiguous(memory_format=torch.channels_last)
-    return images
-
-
-def loader_options_for(runtime: Runtime, options: EngineOptions) -> LoaderOptions:
-    """DataLoader settings of a job: the requested workers (persistent; -1 = auto), pinned memory on CUDA."""
-    workers = auto_workers(runtime.device, options.num_workers)
-    return LoaderOptions(num_workers=workers, pin_memory=runtime.device.type == "cuda", persistent_workers=workers > 0)
-
-
-def _images(data: tuple, runtime: Runtime, augment: DeviceAugment | None) -> tuple[torch.Tensor, torch.Tensor,
-                                                                                  torch.Tensor]:
-    """``(images on the device, labels, indices)`` from a loader batch (device augmentation applied)."""
-    if augment is None:
-        images, labels, idx = data
-        return _to_device(images, runtime), labels, idx
-    raw, sizes, labels, idx = data
-    return augment(raw.to(runtime.device, non_blocking=True), sizes), labels, idx
-
-
-@torch.no_grad()
-def encode_split(
-    model: HashingModel,
-    split: Split,
-    protocol: Protocol,
-    runtime: Runtime,
-    loader_options: LoaderOptions = LoaderOptions(),
-    progress: bool = False,
-    desc: str = "encode",
-    gpu_augment: bool = False,
-    indices: np.ndarray | None = None,
-) -> torch.Tensor:
-    """Real-valued codes ``(len(split), bits)`` of ``model.encode`` on ``split`` (eval transform), on the device.
-
-    ``indices`` restricts encoding to those items (in that order);
-    ``gpu_augment`` centre-crops and normalises on the device.
-    """
-    was_training = model.training
-    model.eval()
-    if gpu_augment:
-        dataset = SplitDataset(split, uint8_transform(protocol), indices)
-        augment: DeviceAugment | None = DeviceAugment(protocol, train=False, device=runtime.device,
-                                                      channels_last=runtime.channels_last)
-        loader = DataLoader(dataset, batch_size=protocol.eval_batch_size, shuffle=False, collate_fn=pad_collate,
-                            num_workers=loader_options.num_workers, pin_memory=loader_options.pin_memory)
-    else:
-        dataset = SplitDataset(split, build_transform(protocol, train=False), indices)
-        augment = None
-        loader = make_loader(dataset, protocol.eval_batch_size, shuffle=False, options=loader_options)
-    chunks = []
-    for data in tqdm(loader, desc=desc, leave=False, disable=not progress):
-        images, _labels, _idx = _images(data, runtime, augment)
-        with _autocast(runtime):
-            codes = model.encode(images)
-        chunks.append(codes.float())
-    model.train(was_training)
-    codes = torch.cat(chunks) if chunks else torch.zeros(0, model.bits, device=runtime.device)
-    if codes.ndim != 2 or codes.shape[1] != model.bits:
-        raise TrainingError(f"{type(model).__name__}.encode returned shape {tuple(codes.shape)}, "
-                            f"expected (n, {model.bits})")
-    return codes
-
-
-def encode_split_sharded(model: HashingModel, split: Split, protocol: Protocol, runtime: Runtime,
-                         loader_options: LoaderOptions, gpu_augment: bool = False,
-                         desc: str = "encode") -> torch.Tensor:
-    """:func:`encode_split` with each rank encoding ``1/N`` of the split; every rank gets all codes."""
-    if not runtime.distributed:
-        return encode_split(model, split, protocol, runtime, loader_options, desc=desc, gpu_augment=gpu_augment)
-    n = len(split)
-    per = -(-n // runtime.world_size)
-    start, stop = distributed.shard_range(n, runtime.rank, runtime.world_size)
-    # pad every shard to the same length (repeat its last item) so all_gather sees equal shapes
-    own = np.arange(start, stop)
-    padded = np.concatenate([own, np.full(per - len(own), stop - 1 if len(own) else 0)]) if per > len(own) else own
-    codes = encode_split(model, split, protocol, runtime, loader_options, desc=desc, gpu_augment=gpu_augment,
-                         indices=padded)
-    gathered = distributed.all_gather_cat(codes)
-    keep = torch.cat([torch.arange(r * per, r * per + (b - a)) for r, (a, b) in
-                      enumerate(distributed.shard_range(n, r, runtime.world_size) for r in range(runtime.world_size))])
-    return gathered[keep.to(gathered.device)]
-
-
 def checkpoint_fingerprint(meta: dict[str, Any] | None) -> str:
     """A short hash of what a checkpoint must match to be resumed (protocol, method config, seed)."""
     return hashlib.sha256(json.dumps(meta or {}, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -209,9 +118,8 @@ def _train_loader(train_split: Split, protocol: Protocol, runtime: Runtime, opti
                                                  rank=runtime.rank, world=runtime.world_size)
     except ValueError as exc:
         raise EngineError(str(exc)) from None
-    lo = loader_options_for(runtime, options)
-    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=lo.num_workers, pin_memory=lo.pin_memory,
-                        persistent_workers=lo.persistent_workers, generator=generator, collate_fn=collate)
+    loader = make_loader(dataset, loader_options_for(runtime, options), batch_sampler=sampler, generator=generator,
+                         collate_fn=collate)
     return loader, generator, augment
 
 
@@ -297,10 +205,10 @@ def train_model(
             sums: dict[str, torch.Tensor] = {}
             steps = 0
             for step, data in enumerate(loader):
-                images, labels, idx = _images(data, runtime, augment)
+                images, labels, idx = batch_images(data, runtime, augment)
                 batch = Batch(images, labels.to(runtime.device, non_blocking=True),
                               idx.to(runtime.device, non_blocking=True))
-                with _autocast(runtime):
+                with autocast_for(runtime):
                     outputs = _forward(step_fn, batch.images)
                 loss, parts = model.loss(outputs, batch)
                 optimizer.zero_grad(set_to_none=True)

@@ -1,5 +1,20 @@
-"""Augmentation on the device (``--gpu-augment``): uint8 batches in, normalised float crops out.
+"""The protocol's image transforms, on the CPU (loader workers) and on the device (``--gpu-augment``).
 
+The protocol's augmentation, identical for every method:
+
+* train (``crop-flip``): resize the short side to ``resize_size``, random
+  ``input_size`` crop, random horizontal flip, ImageNet normalisation;
+* eval: resize the short side to ``resize_size``, centre crop ``input_size``.
+
+Images travel as uint8 ``(H, W, 3)`` arrays (``Split.load_array``) and are
+transformed as uint8 tensors with torchvision's v2 transforms, so decoded
+arrays (embedded dataset, decoded cache) never pass through PIL.
+
+:func:`build_transform` is the CPU path.  With ``--gpu-augment`` the workers
+only resize (:func:`uint8_transform`) and ship padded uint8 batches
+(:func:`pad_collate`); :class:`DeviceAugment` then crops, flips and
+normalises on the device with the same distribution.  Details of the device
+path:
 The CPU path (:func:`fgbench.data.loader.build_transform`) is, per image::
 
     Resize(short side = resize_size) -> RandomCrop(input_size) -> RandomHorizontalFlip(0.5)
@@ -29,8 +44,21 @@ from typing import Sequence
 import torch
 from torchvision.transforms import v2
 
-from fgbench.data.loader import IMAGENET_MEAN, IMAGENET_STD
 from fgbench.protocol import Protocol
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def build_transform(protocol: Protocol, train: bool) -> v2.Compose:
+    """The protocol's train or eval transform on uint8 ``(3, H, W)`` tensors."""
+    steps: list[v2.Transform] = [v2.Resize(protocol.resize_size, antialias=True)]
+    if train and protocol.augmentation == "crop-flip":
+        steps += [v2.RandomCrop(protocol.input_size), v2.RandomHorizontalFlip()]
+    else:
+        steps += [v2.CenterCrop(protocol.input_size)]
+    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    return v2.Compose(steps)
 
 _RANDOM_BITS = 1 << 62
 
