@@ -418,7 +418,7 @@ def sec_data(bench: Bench) -> dict[str, Any]:
     """Generate the CUB-layout JPEG set, check it with the official reader, build and attach the decoded cache."""
     from fgbench.data.official import catalog
     from fgbench.data.base import ExpectedSizes
-    from fgbench.data.official.cache import CachedSplit, build_cache, cache_dir, inspect_cache
+    from fgbench.data.official.cache import CachedSplit, build_cache, dataset_cache_dir, inspect_cache
 
     cfg = bench.scale.data
     cores = _cores()
@@ -439,7 +439,7 @@ def sec_data(bench: Bench) -> dict[str, Any]:
     if not all(isinstance(dataset.split(s), CachedSplit) for s in ("train", "test")):
         raise RuntimeError(f"the decoded cache was not attached: splits {splits}")
     bench.dataset = dataset
-    folder = cache_dir(bench.data_root, "cub", size)
+    folder = dataset_cache_dir(bench.data_root, "cub", size)
     cache_bytes = sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
     return {"generated": made.as_dict(), "generation_s": made.seconds, "images": made.images,
             "jpeg_mib": round(made.jpeg_bytes / 2**20, 1),

@@ -2,7 +2,7 @@
 
 The protocol fixes the architecture and the initial weights: torchvision's
 ImageNet checkpoint from the local torch hub cache, an offline state-dict file
-(``--backbone-weights PATH``), pretext weights (:mod:`fgbench.pretext`), or
+(``--backbone-weights PATH``), weights a dataset provides (the embedded dataset's pretext weights, :mod:`fgbench.data.pretext`), or
 random initialisation asked for explicitly (``weights=random``).  The weights
 are resolved and checked before training (:func:`resolve_weights`); missing
 or damaged weights stop the run with a one-line error, never a silent random
@@ -19,7 +19,7 @@ import socket
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Callable, Mapping
 
 import torch
 import torchvision
@@ -74,7 +74,11 @@ def _out_channels(stage: nn.Module) -> int:
     raise BackboneError("cannot infer stage channels")
 
 
-WeightsKind = Literal["random", "imagenet", "pretext", "file"]
+WeightsKind = str
+"""``"random"``, ``"imagenet"``, ``"file"``, or a provider's prefix (``"pretext"``)."""
+
+WeightsProvider = Callable[[str, str], "tuple[Path, str]"]
+"""``provider(backbone, argument) -> (weights file, its sha256)`` for protocol weights ``"<prefix>:<argument>"``."""
 
 
 @dataclass(frozen=True)
@@ -137,7 +141,8 @@ _HASH_IN_NAME = re.compile(r"-([a-f0-9]+)\.")  # torch.hub's convention: <name>-
 _FITTING: set[tuple[str, str]] = set()  # (backbone, sha256) of files already checked to fit
 
 
-def resolve_weights(backbone: str, weights: str) -> WeightsSource:
+def resolve_weights(backbone: str, weights: str, providers: Mapping[str, WeightsProvider] | None = None
+                    ) -> WeightsSource:
     """Find and check the initial weights named by a protocol (downloading only torchvision's ImageNet checkpoint).
 
     Call it for every job's ``(protocol.backbone, protocol.weights)`` before
@@ -150,29 +155,31 @@ def resolve_weights(backbone: str, weights: str) -> WeightsSource:
         weights: ``"imagenet"`` (torchvision's checkpoint in the local torch hub
             cache, downloaded there once when missing and the network allows;
             ``FGBENCH_OFFLINE=1`` never tries), ``"random"`` (on purpose),
-            ``"pretext:<size>"`` (see :mod:`fgbench.pretext`; trained now when
-            absent or damaged), or a path to a state_dict file.
+            ``"<prefix>:<argument>"`` for a prefix in ``providers`` (the
+            embedded dataset provides ``pretext:<size>``,
+            :mod:`fgbench.data.pretext`), or a path to a state_dict file.
+        providers: ``prefix -> provider(backbone, argument) -> (file, sha256)``.
 
     Raises:
         BackboneError: one line naming the file and what to do.
     """
-    return _resolve(backbone, weights)[0]
+    return _resolve(backbone, weights, providers)[0]
 
 
-def _resolve(backbone: str, weights: str) -> tuple[WeightsSource, dict[str, torch.Tensor] | None]:
+def _resolve(backbone: str, weights: str, providers: Mapping[str, WeightsProvider] | None = None
+             ) -> tuple[WeightsSource, dict[str, torch.Tensor] | None]:
     """:func:`resolve_weights`, plus the state dict when checking the file just loaded it (else None)."""
     if backbone not in BACKBONES:
         raise BackboneError(f"unknown backbone {backbone!r}; choose one of {', '.join(BACKBONES)}")
     if weights == "random":
         return WeightsSource(backbone, "random", "random (explicit)"), None
-    if weights == "pretext" or weights.startswith("pretext:"):
-        from fgbench.pretext import verified_pretext_weights
-
-        size_text = weights.split(":", 1)[1] if ":" in weights else "48"
-        if not size_text.isdigit() or int(size_text) < 8:
-            raise BackboneError(f"weights {weights!r}: use pretext:<image size in px>, e.g. pretext:48")
-        path, sha = verified_pretext_weights(backbone, int(size_text))
-        return _checked(WeightsSource(backbone, "pretext", f"pretext:{path.name} sha256:{sha[:12]}", path, sha))
+    prefix, _, argument = weights.partition(":")
+    if providers and prefix in providers:
+        path, sha = providers[prefix](backbone, argument)
+        return _checked(WeightsSource(backbone, prefix, f"{prefix}:{path.name} sha256:{sha[:12]}", path, sha))
+    if prefix == "pretext":
+        raise BackboneError(f"weights {weights!r} are provided by a dataset (the embedded one); pass that dataset's "
+                            f"weights_providers, or use imagenet, random or a state_dict file")
     if weights == "imagenet":
         enum_name, url, path = imagenet_checkpoint(backbone)
         if not path.is_file():
@@ -260,7 +267,8 @@ def _parse_state(data: bytes, name: str, what: str) -> dict[str, torch.Tensor]:
     return state
 
 
-def build_backbone(name: str = "resnet50", weights: str = "imagenet") -> Backbone:
+def build_backbone(name: str = "resnet50", weights: str = "imagenet",
+                   providers: Mapping[str, WeightsProvider] | None = None) -> Backbone:
     """Build a backbone with the initial weights :func:`resolve_weights` finds for ``weights``.
 
     ``weights_source`` (recorded as the run record's ``backbone_weights``) is
@@ -269,7 +277,7 @@ def build_backbone(name: str = "resnet50", weights: str = "imagenet") -> Backbon
     Raises:
         BackboneError: unknown backbone, weights missing, damaged or not fitting (one line).
     """
-    source, state = _resolve(name, weights)
+    source, state = _resolve(name, weights, providers)
     model = BACKBONES[name][0](weights=None)
     if state is None:
         state = source.state_dict()
@@ -286,6 +294,8 @@ class BackboneFactory:
 
     name: str
     weights: str
+    #: ``(prefix, provider)`` pairs for weights a dataset supplies (``DatasetSpec.weights_providers``)
+    providers: tuple[tuple[str, WeightsProvider], ...] = ()
 
     def __call__(self) -> Backbone:
-        return build_backbone(self.name, self.weights)
+        return build_backbone(self.name, self.weights, dict(self.providers))

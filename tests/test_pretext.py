@@ -12,7 +12,8 @@ import json
 import pytest
 import torch
 
-from fgbench import build_backbone, pretext
+from fgbench import build_backbone
+from fgbench.data import pretext
 
 
 @pytest.fixture
@@ -35,7 +36,7 @@ def test_cold_and_warm_cache_build_the_same_model(quick_pretext) -> None:  # typ
 
     def build() -> tuple[torch.Tensor, torch.Tensor]:
         torch.manual_seed(0)  # what the runner does before building a model
-        backbone = build_backbone("resnet18", "pretext:16")
+        backbone = build_backbone("resnet18", "pretext:16", pretext.WEIGHTS_PROVIDERS)
         head = torch.nn.Linear(backbone.out_channels, 8)  # a method's own layers, drawn after the backbone
         return next(backbone.parameters()).detach().clone(), head.weight.detach().clone()
 
@@ -45,7 +46,7 @@ def test_cold_and_warm_cache_build_the_same_model(quick_pretext) -> None:  # typ
 
 def test_damaged_weights_are_retrained_to_the_same_bytes(quick_pretext) -> None:  # type: ignore[no-untyped-def]
     """The real (deterministic) training gives back the file recorded: same checksum, same label, same model."""
-    first = build_backbone("resnet18", "pretext:16")
+    first = build_backbone("resnet18", "pretext:16", pretext.WEIGHTS_PROVIDERS)
     path = pretext.weights_path("resnet18", 16)
     sha = hashlib.sha256(path.read_bytes()).hexdigest()
     assert json.loads(pretext.meta_path(path).read_text())["sha256"] == sha
@@ -54,7 +55,7 @@ def test_damaged_weights_are_retrained_to_the_same_bytes(quick_pretext) -> None:
     data[len(data) // 2] ^= 1
     path.write_bytes(bytes(data))
     with pytest.warns(UserWarning, match=f"{path.name}: damaged"):
-        second = build_backbone("resnet18", "pretext:16")
+        second = build_backbone("resnet18", "pretext:16", pretext.WEIGHTS_PROVIDERS)
     assert hashlib.sha256(path.read_bytes()).hexdigest() == sha
     assert second.weights_source == first.weights_source
     for a, b in zip(first.state_dict().values(), second.state_dict().values()):

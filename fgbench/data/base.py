@@ -136,6 +136,10 @@ class DatasetSpec:
             dataset (only for scale: the CPU-sized embedded dataset uses a
             smaller input).  The same overrides apply to every method.
         download: optional ``download(root)`` (needs network).
+        weights_providers: initial weights this dataset supplies, by the
+            prefix of the protocol's ``weights`` (the embedded dataset:
+            ``pretext`` -> its pretext-trained backbone); see
+            :data:`fgbench.backbones.WeightsProvider`.
     """
 
     name: str
@@ -149,6 +153,7 @@ class DatasetSpec:
     fair_overrides: Mapping[str, Any] = field(default_factory=dict)
     download: Callable[[Path], None] | None = None
     source: str = ""
+    weights_providers: Mapping[str, Callable[[str, str], tuple[Path, str]]] = field(default_factory=dict)
 
     def validate(self) -> None:
         validate_name("dataset", self.name)
@@ -156,13 +161,18 @@ class DatasetSpec:
             raise ValueError(f"dataset {self.name!r}: load and status must be callable")
 
 
+def user_cache_root() -> Path:
+    """``$XDG_CACHE_HOME/fgbench`` (``~/.cache/fgbench``): where fgbench keeps what it can rebuild."""
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(cache) / "fgbench"
+
+
 def default_data_root() -> Path:
-    """``$FGBENCH_DATA`` if set, else ``$XDG_CACHE_HOME/fgbench/data`` (``~/.cache/fgbench/data``)."""
+    """``$FGBENCH_DATA`` if set, else ``<user cache root>/data`` (``~/.cache/fgbench/data``)."""
     env = os.environ.get("FGBENCH_DATA")
     if env:
         return Path(env).expanduser()
-    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(cache) / "fgbench" / "data"
+    return user_cache_root() / "data"
 
 
 def contiguous_labels(raw: Sequence[Any]) -> tuple[np.ndarray, list[Any]]:

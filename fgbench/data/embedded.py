@@ -24,6 +24,7 @@ from typing import Callable
 
 import numpy as np
 
+from fgbench.data.pretext import WEIGHTS_PROVIDERS
 from fgbench.data.base import ArraySplit, DatasetSpec, DatasetStatus, RetrievalDataset, Split, SplitName
 
 CROWN_COLOURS = np.array(
@@ -157,6 +158,7 @@ def embedded_spec(cfg: EmbeddedConfig = EmbeddedConfig(), name: str = "embedded"
         status=lambda root: DatasetStatus("found", "generated in memory", counts),
         kind="synthetic",
         homepage="docs/embedded-dataset.md",
+        weights_providers=WEIGHTS_PROVIDERS,
         fair_overrides={
             # CPU-sized: the same for every method on this dataset
             "backbone": "resnet18",

@@ -17,6 +17,7 @@ import signal
 import threading
 from typing import Any, Callable, Iterator, Protocol as TypingProtocol, Sequence
 
+from fgbench.backbones import resolve_weights
 from fgbench.engine import distributed
 from fgbench.engine.device import resolve_runtime
 from fgbench.engine.runner import (Job, JobRunner, collapse_warning, divergence_warning, failure_message,
@@ -72,9 +73,10 @@ def shard(jobs: list[Job], index: int, count: int) -> list[Job]:
 def run_grid(runner: JobRunner, jobs: list[Job], echo: Echo, what: str) -> list[tuple[str, str]]:
     """Decide what is done, refuse mismatched or damaged records, run the rest; a failing job does not stop the grid.
 
-    Before any job trains: the device options are resolved and every method's
+    Before any job trains: the device options are resolved, every method's
     config built once (an invalid one is an error, not a failure of every
-    job), and every existing record
+    job), the initial weights of every job to run found and checked
+    (:func:`fgbench.backbones.resolve_weights`), and every existing record
     is read and its identity compared with its job
     (:meth:`fgbench.engine.runner.JobRunner.check_done`): a record that is
     damaged or was made with other settings stops the command with one line.
@@ -101,6 +103,9 @@ def run_grid(runner: JobRunner, jobs: list[Job], echo: Echo, what: str) -> list[
     todo, done, refusal = distributed.broadcast_object(decision)
     if refusal:
         raise RecordError(refusal)
+    for backbone, weights, dataset in sorted({(j.protocol.backbone, j.protocol.weights, j.dataset) for j in todo}):
+        # the initial weights of every job to run, found and checked before the first one trains
+        resolve_weights(backbone, weights, runner.registry.datasets.get(dataset).weights_providers)
     echo(f"{len(jobs)} job(s): {done} already done, {len(todo)} to run ({what})")
     failures: list[tuple[str, str]] = []
     with sigterm_as_interrupt():

@@ -271,7 +271,8 @@ class JobRunner:
             config=config,
             dataset=job.dataset,
             seed=job.seed,
-            backbone_factory=BackboneFactory(job.protocol.backbone, job.protocol.weights),
+            backbone_factory=BackboneFactory(job.protocol.backbone, job.protocol.weights,
+                                             tuple(self.registry.datasets.get(job.dataset).weights_providers.items())),
         )
         seed_everything(job.seed, self.options.deterministic)
         model = mspec.build(ctx)

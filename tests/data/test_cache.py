@@ -9,7 +9,7 @@ import pytest
 
 from fgbench.data.base import DatasetError
 from fgbench.data.official import catalog
-from fgbench.data.official.cache import CachedSplit, build_cache, cache_dir, inspect_cache
+from fgbench.data.official.cache import CachedSplit, build_cache, dataset_cache_dir, inspect_cache
 from fgbench.data.official.images import FileSplit, resized_shape
 
 from .fixtures import AIRCRAFT_SIZE, WRITERS, write_text
@@ -26,7 +26,7 @@ def _prepared(tmp_path, name="cub", **kw):
 
 def test_round_trip_and_split_uses_cache(tmp_path):
     fx, official = _prepared(tmp_path)
-    directory = cache_dir(tmp_path, "cub", SIZE)
+    directory = dataset_cache_dir(tmp_path, "cub", SIZE)
     assert directory == tmp_path / ".fgbench-cache" / f"cub-{SIZE}"
     assert {"meta.json", "train.pixels", "train.offsets.npy", "test.shapes.npy"} <= {p.name for p in directory.iterdir()}
     assert not [p for p in directory.iterdir() if p.name.endswith(".tmp")]
@@ -77,7 +77,7 @@ def test_stale_cache_is_ignored_then_rebuilt(tmp_path):
 
 def test_truncated_cache_file_is_stale(tmp_path):
     _, official = _prepared(tmp_path)
-    pixels = cache_dir(tmp_path, "cub", SIZE) / "test.pixels"
+    pixels = dataset_cache_dir(tmp_path, "cub", SIZE) / "test.pixels"
     pixels.write_bytes(pixels.read_bytes()[:-10])
     state = inspect_cache(official(tmp_path, use_cache=False), tmp_path, SIZE)
     assert state.state == "stale" and "test.pixels" in state.reason
@@ -88,7 +88,7 @@ def test_damaged_image_commits_nothing(tmp_path):
     official = catalog.CUB.with_expected(fx.expected)
     with pytest.raises(DatasetError, match=str(fx.damaged)):
         build_cache(official(tmp_path, use_cache=False), tmp_path, SIZE)
-    directory = cache_dir(tmp_path, "cub", SIZE)
+    directory = dataset_cache_dir(tmp_path, "cub", SIZE)
     assert not (directory / "meta.json").exists()
     assert not [p for p in directory.iterdir() if p.name.endswith(".tmp")]
     assert isinstance(official(tmp_path, cache_size=SIZE).split("train"), FileSplit)
@@ -105,7 +105,7 @@ def test_build_with_worker_processes(tmp_path):
 
 def test_up_to_date_cache_is_not_rewritten(tmp_path):
     _, official = _prepared(tmp_path)
-    meta = cache_dir(tmp_path, "cub", SIZE) / "meta.json"
+    meta = dataset_cache_dir(tmp_path, "cub", SIZE) / "meta.json"
     before = meta.stat().st_mtime_ns
     build_cache(official(tmp_path, use_cache=False), tmp_path, SIZE)
     assert meta.stat().st_mtime_ns == before

@@ -6,7 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 from fgbench.cli.data import data
-from fgbench.data.official.cache import cache_dir
+from fgbench.data.official.cache import dataset_cache_dir
 
 from .fixtures import WRITERS
 
@@ -108,7 +108,7 @@ def test_prepare_then_up_to_date(tmp_path, run):
     args = ("prepare", "nabirds", "--data-root", str(tmp_path), "--size", "16", "--workers", "0", "--no-progress")
     result = run(*args)
     assert result.exit_code == 0, result.output
-    assert (cache_dir(tmp_path, "nabirds", 16) / "meta.json").is_file()
+    assert (dataset_cache_dir(tmp_path, "nabirds", 16) / "meta.json").is_file()
     assert "decoded cache written to" in result.output
     assert "up to date" in run(*args).output
 

@@ -23,11 +23,12 @@ from click.testing import CliRunner
 from data.fixtures import WRITERS
 
 from conftest import TOY_SPEC
-from fgbench import backbones, pretext
+from fgbench import backbones
+from fgbench.data import pretext
 from fgbench.backbones import BackboneError, build_backbone, resolve_weights
 from fgbench.cli import main
 from fgbench.data.official import catalog
-from fgbench.data.official.cache import CachedSplit, build_cache, cache_dir, inspect_cache
+from fgbench.data.official.cache import CachedSplit, build_cache, dataset_cache_dir, inspect_cache
 from fgbench.data.official.images import FileSplit
 from fgbench.testing import registered_plugin, spec_plugin, tiny_embedded
 
@@ -151,13 +152,13 @@ PRETEXT_FAULTS = {
 
 @pytest.mark.parametrize("fault", list(PRETEXT_FAULTS))
 def test_damaged_pretext_weights_are_rebuilt_never_used(fake_pretext, fault: str) -> None:  # type: ignore[no-untyped-def]
-    good = build_backbone("resnet18", PRETEXT)
+    good = build_backbone("resnet18", PRETEXT, pretext.WEIGHTS_PROVIDERS)
     path = pretext.weights_path("resnet18", 16)
     assert fake_pretext == [("resnet18", 16)]
     inject, problem = PRETEXT_FAULTS[fault]
     inject(path)
     with pytest.warns(UserWarning, match=rf"pretext weights .*{path.name}: ({problem}).*training them again"):
-        again = build_backbone("resnet18", PRETEXT)
+        again = build_backbone("resnet18", PRETEXT, pretext.WEIGHTS_PROVIDERS)
     assert len(fake_pretext) == 2, "the damaged file must be rebuilt"
     assert torch.equal(_first_param(again), _first_param(good)), "the damaged file was loaded"
     assert again.weights_source == good.weights_source == f"pretext:{path.name} sha256:{_sha(path)[:12]}"
@@ -166,12 +167,12 @@ def test_damaged_pretext_weights_are_rebuilt_never_used(fake_pretext, fault: str
 
 
 def test_pretext_label_carries_the_checksum_of_the_loaded_bytes(fake_pretext) -> None:  # type: ignore[no-untyped-def]
-    backbone = build_backbone("resnet18", PRETEXT)
+    backbone = build_backbone("resnet18", PRETEXT, pretext.WEIGHTS_PROVIDERS)
     path = pretext.weights_path("resnet18", 16)
     record = json.loads(pretext.meta_path(path).read_text())
     assert record["sha256"] == _sha(path) and record["bytes"] == path.stat().st_size
     assert backbone.weights_source == f"pretext:{path.name} sha256:{record['sha256'][:12]}"
-    build_backbone("resnet18", PRETEXT)
+    build_backbone("resnet18", PRETEXT, pretext.WEIGHTS_PROVIDERS)
     assert fake_pretext == [("resnet18", 16)], "an intact file must not be retrained"
 
 
@@ -284,7 +285,7 @@ def prepared(tmp_path):  # type: ignore[no-untyped-def]
     fx = WRITERS["cub"](tmp_path, damaged=False)
     official = catalog.CUB.with_expected(fx.expected)
     build_cache(official(tmp_path, use_cache=False), tmp_path, SIZE)
-    return official, cache_dir(tmp_path, "cub", SIZE)
+    return official, dataset_cache_dir(tmp_path, "cub", SIZE)
 
 
 def _garbage(p: Path) -> None:

@@ -52,7 +52,7 @@ FORMAT_VERSION = 2  # 2: meta.json records every data file's size and SHA-256
 INDEX_FILES = ("offsets", "shapes", "labels")  # <split>.<kind>.npy
 
 
-def cache_dir(root: Path, name: str, size: int = DEFAULT_SIZE) -> Path:
+def dataset_cache_dir(root: Path, name: str, size: int = DEFAULT_SIZE) -> Path:
     """``<root>/.fgbench-cache/<name>-<size>``."""
     return Path(root).expanduser() / CACHE_DIRNAME / f"{name}-{size}"
 
@@ -112,7 +112,7 @@ def inspect_cache(dataset: ListedDataset, root: Path, size: int = DEFAULT_SIZE) 
 
 def _inspect(dataset: ListedDataset, root: Path, size: int) -> tuple[CacheState, dict[str, dict[str, np.ndarray]]]:
     """The cache state and, when valid, the verified index arrays of each split."""
-    directory = cache_dir(root, dataset.name, size)
+    directory = dataset_cache_dir(root, dataset.name, size)
     meta_path = directory / "meta.json"
     if not meta_path.is_file():
         return CacheState("absent", f"no decoded cache at {directory}", directory), {}
@@ -248,7 +248,7 @@ def build_cache(
     Raises:
         DatasetError: an image cannot be decoded (named); nothing is committed.
     """
-    directory = cache_dir(root, dataset.name, size)
+    directory = dataset_cache_dir(root, dataset.name, size)
     directory.mkdir(parents=True, exist_ok=True)
     with FileLock(str(directory) + ".lock"):
         if not force and inspect_cache(dataset, root, size).state == "valid":

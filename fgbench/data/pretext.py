@@ -34,18 +34,20 @@ from filelock import FileLock
 from torch import nn
 
 from fgbench.atomic import atomic_write_bytes, atomic_write_text, file_sha256
+from fgbench.backbones import WeightsProvider, build_backbone
+from fgbench.data.base import user_cache_root
+from fgbench.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from fgbench.errors import BackboneError
 
 PRETEXT_VERSION = 1
 PRETEXT_EPOCHS = 5
 PRETEXT_SEED = 123
 
 
-def cache_dir() -> Path:
+def pretext_cache_root() -> Path:
+    """``$FGBENCH_CACHE`` if set, else the user cache root (``~/.cache/fgbench``); weights go in ``weights/``."""
     env = os.environ.get("FGBENCH_CACHE")
-    if env:
-        return Path(env).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "fgbench"
+    return Path(env).expanduser() if env else user_cache_root()
 
 
 def _train(backbone_name: str, image_size: int) -> dict[str, torch.Tensor]:
@@ -61,14 +63,13 @@ def _train(backbone_name: str, image_size: int) -> dict[str, torch.Tensor]:
 
 
 def _train_seeded(backbone_name: str, image_size: int) -> dict[str, torch.Tensor]:
-    from fgbench.backbones import build_backbone
     from fgbench.data.embedded import EmbeddedConfig, EmbeddedDataset
 
     cfg = EmbeddedConfig(genera=4, species=6, train_per_class=30, test_per_class=0, image_size=image_size,
                          seed=PRETEXT_SEED)
     split = EmbeddedDataset(cfg).split("train")
     x = torch.from_numpy(split.uint8_images).permute(0, 3, 1, 2).float().div_(255)
-    x = (x - torch.tensor([0.485, 0.456, 0.406])[:, None, None]) / torch.tensor([0.229, 0.224, 0.225])[:, None, None]
+    x = (x - torch.tensor(IMAGENET_MEAN)[:, None, None]) / torch.tensor(IMAGENET_STD)[:, None, None]
     y = torch.as_tensor(split.labels)
     gen = torch.Generator().manual_seed(PRETEXT_SEED)
     torch.manual_seed(PRETEXT_SEED)
@@ -108,7 +109,7 @@ def _torchvision_key(key: str) -> str:
 def weights_path(backbone_name: str, image_size: int) -> Path:
     """Where the pretext weights of ``backbone_name`` at ``image_size`` px are cached."""
     tag = hashlib.sha1(f"{PRETEXT_VERSION}-{backbone_name}-{image_size}-{PRETEXT_EPOCHS}-{torch.__version__}".encode())
-    return cache_dir() / "weights" / f"pretext-{backbone_name}-{image_size}px-{tag.hexdigest()[:8]}.pt"
+    return pretext_cache_root() / "weights" / f"pretext-{backbone_name}-{image_size}px-{tag.hexdigest()[:8]}.pt"
 
 
 def meta_path(weights: Path) -> Path:
@@ -175,3 +176,18 @@ def verified_pretext_weights(backbone_name: str, image_size: int) -> tuple[Path,
 def pretext_weights(backbone_name: str, image_size: int) -> Path:
     """Path of the cached, verified pretext weights (trained now when absent or damaged)."""
     return verified_pretext_weights(backbone_name, image_size)[0]
+
+
+def provide_pretext_weights(backbone_name: str, argument: str) -> tuple[Path, str]:
+    """The ``pretext`` weights provider: protocol weights ``pretext:<size>`` -> (verified file, sha256).
+
+    The embedded dataset hands it to the backbone factory
+    (``DatasetSpec.weights_providers``), so backbones never import a dataset.
+    """
+    size_text = argument or "48"
+    if not size_text.isdigit() or int(size_text) < 8:
+        raise BackboneError(f"weights 'pretext:{argument}': use pretext:<image size in px>, e.g. pretext:48")
+    return verified_pretext_weights(backbone_name, int(size_text))
+
+
+WEIGHTS_PROVIDERS: dict[str, WeightsProvider] = {"pretext": provide_pretext_weights}
