@@ -279,7 +279,7 @@ class Bench:
     @property
     def registry(self) -> Any:
         if self._registry is None:
-            from fgbench.plugins import load_plugins
+            from fgbench._plugins import load_plugins
 
             modules = []
             for method in METHODS:
@@ -1149,7 +1149,7 @@ def summary_text(records: Sequence[Mapping[str, Any]]) -> str:
 
 
 def write_summary(out: Path) -> None:
-    from fgbench.atomic import atomic_write_text
+    from fgbench._atomic import atomic_write_text
 
     atomic_write_text(Path(out) / SUMMARY_FILE, summary_text(read_results(out)))
 

@@ -126,7 +126,7 @@ def harness(method: str, amp: str = "auto", channels_last: str = "auto", epochs:
     from fgbench.engine.encode import encode_split
     from fgbench.engine.train import train_model
     from fgbench.metrics.retrieval import evaluate_codes
-    from fgbench.plugins import load_plugins
+    from fgbench._plugins import load_plugins
     from fgbench.protocol import Protocol
 
     modules = [importlib.import_module(f"fgbench_{m}") for m in ("dpsh", "cnet", "multifusnet", "cmbh", "exchnet")

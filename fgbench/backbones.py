@@ -25,7 +25,7 @@ import torch
 import torchvision
 from torch import nn
 
-from fgbench.atomic import file_sha256
+from fgbench._atomic import file_sha256
 from fgbench.errors import BackboneError
 
 BACKBONES: dict[str, tuple[Callable[..., nn.Module], str]] = {

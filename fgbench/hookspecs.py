@@ -2,7 +2,7 @@
 
 Every hook hands the plugin a ``register`` callable; the host owns the
 registries, their validation and the duplicate policy (see
-:mod:`fgbench.plugins`).  Hooks are only ever *extended* with new arguments,
+:mod:`fgbench._plugins`).  Hooks are only ever *extended* with new arguments,
 never renamed or shrunk: pluggy lets an implementation accept a subset of a
 spec's arguments, so published plugins keep working.
 

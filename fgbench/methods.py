@@ -21,13 +21,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from fgbench.names import NAME_PATTERN, validate_name
+from fgbench._names import NAME_PATTERN, validate_name
 
 if TYPE_CHECKING:  # pragma: no cover
     from fgbench.backbones import Backbone
     from fgbench.protocol import Protocol
 
-# the name rule of fgbench.names (a method name is a folder name of the results); \A..\Z: no trailing newline
+# the name rule of fgbench._names (a method name is a folder name of the results); \A..\Z: no trailing newline
 METHOD_NAME_RE = re.compile(rf"\A{NAME_PATTERN}\Z")
 STANDARD_BITS = (12, 24, 32, 48)
 
@@ -63,6 +63,19 @@ class BuildContext:
     def backbone(self) -> "Backbone":
         """A fresh backbone as fixed by the protocol (architecture, weights)."""
         return self.backbone_factory()
+
+    @classmethod
+    def from_protocol(cls, protocol: "Protocol", bits: int, train_labels: np.ndarray, num_classes: int, config: Any,
+                      dataset: str, seed: int, weights_providers: Mapping[str, Any] | None = None) -> "BuildContext":
+        """The context of one job: the backbone comes from ``protocol`` (architecture, weights), with the
+        dataset's ``weights_providers`` for weights it supplies."""
+        from fgbench.backbones import BackboneFactory
+
+        labels = np.asarray(train_labels)
+        return cls(bits=bits, num_classes=num_classes, num_train=len(labels), train_labels=labels,
+                   protocol=protocol, config=config, dataset=dataset, seed=seed,
+                   backbone_factory=BackboneFactory(protocol.backbone, protocol.weights,
+                                                    tuple((weights_providers or {}).items())))
 
 
 @dataclass(frozen=True)
@@ -142,7 +155,7 @@ class MethodSpec:
 
     Attributes:
         name: registry name used on the CLI and as a results folder name
-            (:func:`fgbench.names.validate_name`: lower case, ``[a-z0-9_-]``, starting with a letter).
+            (:func:`fgbench._names.validate_name`: lower case, ``[a-z0-9_-]``, starting with a letter).
         summary: one line shown by ``fgbench list``.
         citation: the paper (authors, title, venue, year).
         config_cls: a dataclass whose defaults are the paper's hyper-parameters.
@@ -160,7 +173,6 @@ class MethodSpec:
     build: Callable[[BuildContext], HashingModel]
     paper_results: tuple[PaperResult, ...] = ()
     paper_recipe: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-    api_version: int = 1
     source: str = ""
 
     def validate(self) -> None:

@@ -10,7 +10,7 @@ path names (:func:`record_identity_from_path`).  A failing record is a one-line
 ``fgbench run`` redo the job.  Below a results folder, :func:`iter_records`
 reads every file named like a record (``bits<B>-seed<S>.json``) and ignores
 other files; names taken from records never become paths outside the output
-folder (:mod:`fgbench.names`).
+folder (:mod:`fgbench._names`).
 
 Record version 2 stores the per-query AP list compactly (see
 :func:`encode_per_query_ap`): at VegFru scale (116,931 queries) a version 1
@@ -34,8 +34,8 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from fgbench.atomic import atomic_write_text
-from fgbench.names import NAME_RULE, is_valid_name, validate_name
+from fgbench._atomic import atomic_write_text
+from fgbench._names import NAME_RULE, is_valid_name, validate_name
 from fgbench.errors import RecordError
 
 __all__ = ["PER_QUERY_AP_ENCODING", "RECORD_VERSION", "RecordError", "RecordIdentity", "RunRecord",

@@ -25,12 +25,11 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 
-from fgbench.backbones import BackboneFactory
 from fgbench.data.base import DatasetSpec
 from fgbench.data.embedded import EmbeddedConfig, embedded_spec
 from fgbench.methods import Batch, BuildContext, HashingModel, MethodSpec, TrainContext
 from fgbench.hookspecs import hookimpl
-from fgbench.plugins import PluginHost, get_host, load_plugins, set_host
+from fgbench._plugins import PluginHost, get_host, load_plugins, set_host
 from fgbench.protocol import Protocol
 
 TINY = EmbeddedConfig(genera=2, species=2, train_per_class=6, test_per_class=3, image_size=32, seed=0)
@@ -65,9 +64,8 @@ def build_context(spec: MethodSpec, bits: int = 12, num_classes: int = 4, num_tr
     labels = np.arange(num_train) % num_classes
     protocol = Protocol(backbone=backbone, weights="random", input_size=input_size,
                         resize_size=input_size + input_size // 8, bits=(bits,))
-    return BuildContext(bits=bits, num_classes=num_classes, num_train=num_train, train_labels=labels,
-                        protocol=protocol, config=config if config is not None else spec.config_cls(),
-                        dataset="test", seed=seed, backbone_factory=BackboneFactory(backbone, "random"))
+    return BuildContext.from_protocol(protocol, bits, labels, num_classes,
+                                      config if config is not None else spec.config_cls(), "test", seed)
 
 
 def random_batch(ctx: BuildContext, batch_size: int = 4, seed: int = 0) -> Batch:

@@ -1,4 +1,4 @@
-"""Atomic file output (fgbench.atomic): complete file or none, ordinary permissions."""
+"""Atomic file output (fgbench._atomic): complete file or none, ordinary permissions."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import stat
 
 import pytest
 
-from fgbench.atomic import atomic_output, atomic_write_text
+from fgbench._atomic import atomic_output, atomic_write_text
 from fgbench.engine.checkpoint import atomic_torch_save
 from fgbench.records import RunRecord, write_record
 

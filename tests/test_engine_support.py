@@ -29,7 +29,7 @@ from typing import Iterator
 
 import pytest
 
-from fgbench.plugins import PluginHost
+from fgbench._plugins import PluginHost
 from fgbench.testing import registered_plugin
 
 PLUGIN_MODULE = "fgb_engine_testplug"

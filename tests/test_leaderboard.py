@@ -238,7 +238,7 @@ def test_committed_leaderboards_match_the_committed_records(tmp_path) -> None:
     records_dir = REPO / "records"
     if not records_dir.is_dir():
         pytest.skip("no committed records/ yet")
-    from fgbench.plugins import get_host
+    from fgbench._plugins import get_host
 
     reg = get_host().registry
     recs = list(iter_records(records_dir))

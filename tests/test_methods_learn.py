@@ -18,7 +18,7 @@ import pytest
 from fgbench.engine.device import EngineOptions
 from fgbench.engine.grid import expand_jobs
 from fgbench.engine.runner import JobRunner
-from fgbench.plugins import load_plugins
+from fgbench._plugins import load_plugins
 
 BUNDLED = ("dpsh", "cnet", "multifusnet", "cmbh", "exchnet")
 SEED = 1

@@ -11,7 +11,7 @@ import pytest
 
 import fgbench
 from fgbench import hookspecs
-from fgbench.plugins import DEFAULT_PLUGINS, DuplicateNameError, UnknownNameError, load_plugins
+from fgbench._plugins import DEFAULT_PLUGINS, DuplicateNameError, UnknownNameError, load_plugins
 from fgbench.testing import registered_plugin, spec_plugin
 
 from conftest import TOY_SPEC

@@ -115,7 +115,7 @@ def test_named_weights() -> None:
 
 def test_every_installed_recipe_and_dataset_scale_validates() -> None:
     """The stricter validation refuses none of the shipped fair/paper protocols (real datasets and embedded)."""
-    from fgbench.plugins import get_host
+    from fgbench._plugins import get_host
 
     reg = get_host().registry
     assert len(reg.methods) and len(reg.datasets)

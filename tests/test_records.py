@@ -134,7 +134,7 @@ def test_types_are_strict_and_unknown_keys_ignored(tmp_path) -> None:  # type: i
 
 
 def test_one_name_rule_for_methods_datasets_and_protocols() -> None:
-    from fgbench.names import InvalidNameError, validate_name
+    from fgbench._names import InvalidNameError, validate_name
 
     for good in ("dpsh", "food101", "cub-style", "my_hash", "a" * 64):
         assert validate_name("method", good) == good

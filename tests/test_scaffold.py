@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from fgbench.cli import main
 from fgbench.hookspecs import API_VERSION
-from fgbench.scaffold import PluginNames, ScaffoldError, render_files, scaffold_plugin
+from fgbench._scaffold import PluginNames, ScaffoldError, render_files, scaffold_plugin
 
 NAME = "scaffold-probe"
 

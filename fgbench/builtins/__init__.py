@@ -1,4 +1,4 @@
-"""fgbench's built-in plugins: ordinary pluggy plugin modules listed in ``fgbench.plugins.DEFAULT_PLUGINS``.
+"""fgbench's built-in plugins: ordinary pluggy plugin modules listed in ``fgbench._plugins.DEFAULT_PLUGINS``.
 
 Only these modules import the hook markers; the data and metric modules they
 register stay free of plugin machinery.

@@ -12,7 +12,7 @@ from typing import Any, Callable, Mapping, Sequence
 import click
 
 from fgbench.errors import FgbenchError, PluginError
-from fgbench.plugins import ENTRY_POINT_GROUP, NamedRegistry, Registry, get_host
+from fgbench._plugins import ENTRY_POINT_GROUP, NamedRegistry, Registry, get_host
 
 DEFAULT_RESULTS = Path("results")
 

@@ -16,7 +16,7 @@ import click
 
 from fgbench.cli._common import check_method_sets, parse_int_list, parse_sets, resolve_names, split_names
 from fgbench.data.base import default_data_root
-from fgbench.plugins import Registry
+from fgbench._plugins import Registry
 from fgbench.protocol import Protocol, ProtocolError, is_named_weights
 
 if TYPE_CHECKING:  # pragma: no cover

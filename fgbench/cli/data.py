@@ -32,7 +32,7 @@ def _root(data_root: Path | None) -> Path:
 
 
 def _spec(name: str) -> DatasetSpec:
-    from fgbench.plugins import get_host
+    from fgbench._plugins import get_host
 
     try:
         return get_host().registry.datasets.get(name)
@@ -64,7 +64,7 @@ def data() -> None:
 @data_root_option
 def list_cmd(data_root: Path | None) -> None:
     """Every registered dataset: found / missing / damaged, with counts."""
-    from fgbench.plugins import get_host
+    from fgbench._plugins import get_host
 
     root = _root(data_root)
     click.echo(f"data root: {root}")

@@ -8,7 +8,7 @@ import click
 
 from fgbench.cli._common import DEFAULT_RESULTS, dataset_loader, one_line_errors, print_leaderboard
 from fgbench.data.base import default_data_root
-from fgbench.plugins import get_host
+from fgbench._plugins import get_host
 
 DEFAULT_BOARDS = Path("leaderboards")
 DEFAULT_DOCS_PAGE = Path("docs") / "leaderboards.md"

@@ -8,7 +8,7 @@ import click
 
 from fgbench.cli._common import one_line_errors
 from fgbench.data.base import default_data_root
-from fgbench.plugins import get_host
+from fgbench._plugins import get_host
 
 
 @click.command("list")

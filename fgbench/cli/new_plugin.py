@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from fgbench.cli._common import one_line_errors
-from fgbench.plugins import get_host
+from fgbench._plugins import get_host
 
 
 @click.command("new-plugin")
@@ -25,7 +25,7 @@ def new_plugin(name: str, directory: Path) -> None:
       pip install -e fgbench-NAME && fgbench list
     and replace the template model and loss with the paper's (docs/plugins.md).
     """
-    from fgbench.scaffold import scaffold_plugin
+    from fgbench._scaffold import scaffold_plugin
 
     reg = get_host().registry
     if name in reg.methods:

@@ -7,7 +7,7 @@ import click
 
 from fgbench.backbones import BACKBONES
 from fgbench.cli._common import check_method_sets, one_line_errors, parse_int_list, parse_sets, resolve_names
-from fgbench.plugins import get_host
+from fgbench._plugins import get_host
 
 
 @click.command()
@@ -25,7 +25,7 @@ def profile(methods: str | None, bits: str, backbone: str, input_size: int, num_
 
     FLOPs follow the papers' convention: multiply-accumulates, one image.
     """
-    from fgbench.profiling import profile_methods, profile_protocol
+    from fgbench.engine.profile import profile_methods, profile_protocol
 
     reg = get_host().registry
     names = resolve_names("--methods", methods, reg.methods)

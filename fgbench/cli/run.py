@@ -15,7 +15,7 @@ from fgbench.backbones import BACKBONES
 from fgbench.cli._grid import check_results_dir, plan_grid
 from fgbench.cli._common import (DEFAULT_RESULTS, print_leaderboard, one_line_errors)
 from fgbench.engine.device import EngineOptions
-from fgbench.plugins import get_host
+from fgbench._plugins import get_host
 from fgbench.protocol import PROTOCOL_NAMES
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from fgbench.cli._common import one_line_errors
-from fgbench.plugins import get_host
+from fgbench._plugins import get_host
 
 
 @click.command(context_settings={"ignore_unknown_options": True})

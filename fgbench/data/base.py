@@ -17,12 +17,12 @@ from typing import Any, Callable, Literal, Mapping, Sequence
 import numpy as np
 from PIL import Image
 
-from fgbench.names import NAME_PATTERN, validate_name
+from fgbench._names import NAME_PATTERN, validate_name
 from fgbench.errors import DatasetError
 
 SplitName = Literal["train", "test"]
 SPLITS: tuple[SplitName, ...] = ("train", "test")
-# the name rule of fgbench.names (a dataset name is a folder and file name); \A..\Z: no trailing newline
+# the name rule of fgbench._names (a dataset name is a folder and file name); \A..\Z: no trailing newline
 DATASET_NAME_RE = re.compile(rf"\A{NAME_PATTERN}\Z")
 
 
@@ -124,12 +124,15 @@ class DatasetSpec:
 
     Attributes:
         name: registry name used on the CLI and as a results folder and
-            leaderboard file name (:func:`fgbench.names.validate_name`).
+            leaderboard file name (:func:`fgbench._names.validate_name`).
         summary: one line for ``fgbench list`` / ``fgbench data list``.
         load: ``load(root) -> RetrievalDataset``; ``root`` is the data root
             (each real dataset lives in its own folder below it).
         status: ``status(root) -> DatasetStatus``, a cheap presence check.
-        kind: ``"synthetic"`` (ships with the code) or ``"real"``.
+        kind: ``"synthetic"`` (ships with the code), ``"real"`` (an official
+            download layout on disk) or ``"hf"`` (a Hugging Face ``datasets``
+            dataset); ``--datasets all`` takes every synthetic one and the real
+            ones found on disk.
         expected: split sizes / classes to assert, for real datasets.
         homepage, instructions: where to download and how to unpack.
         fair_overrides: protocol fields the ``fair`` protocol changes for this

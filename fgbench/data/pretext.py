@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from filelock import FileLock
 from torch import nn
 
-from fgbench.atomic import atomic_write_bytes, atomic_write_text, file_sha256
+from fgbench._atomic import atomic_write_bytes, atomic_write_text, file_sha256
 from fgbench.backbones import WeightsProvider, build_backbone
 from fgbench.data.base import user_cache_root
 from fgbench.data.transforms import IMAGENET_MEAN, IMAGENET_STD

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fgbench.atomic import atomic_output
+from fgbench._atomic import atomic_output
 from fgbench.engine import faults
 
 #: Keys every checkpoint written by :func:`fgbench.engine.train.train_model` has.

@@ -16,7 +16,7 @@ Points (see the callers): ``epoch_end`` (after an epoch's losses, hooks and
 before its checkpoint), ``evaluate`` (after encoding, before the metrics),
 ``checkpoint_before_rename``/``checkpoint_after_rename`` and
 ``record_before_rename``/``record_after_rename`` (around the atomic rename of
-a checkpoint or a record: :func:`fgbench.atomic.atomic_output` calls
+a checkpoint or a record: :func:`fgbench._atomic.atomic_output` calls
 :func:`rename_point` inside a :func:`writing` block).
 """
 

@@ -23,7 +23,7 @@ from fgbench.engine.device import resolve_runtime
 from fgbench.engine.runner import (Job, JobRunner, collapse_warning, divergence_warning, failure_message,
                                    is_disk_error, stops_the_grid)
 from fgbench.errors import GridError, RecordError
-from fgbench.plugins import Registry
+from fgbench._plugins import Registry
 from fgbench.protocol import resolve_protocol
 
 

@@ -49,8 +49,7 @@ import numpy as np
 import torch
 
 import fgbench
-from fgbench.atomic import temp_files_of
-from fgbench.backbones import BackboneFactory
+from fgbench._atomic import temp_files_of
 from fgbench.data.base import RetrievalDataset
 from fgbench.engine import distributed, faults
 from fgbench.engine.device import EngineError, EngineOptions, resolve_runtime, seed_everything
@@ -61,7 +60,7 @@ from fgbench.engine.train import NonFiniteLossError, train_model
 from fgbench.methods import BuildContext, MethodSpec
 from fgbench.metrics.cost import encode_cost
 from fgbench.metrics.retrieval import evaluate_codes
-from fgbench.plugins import PluginError, Registry
+from fgbench._plugins import PluginError, Registry
 from fgbench.protocol import Protocol, ProtocolError
 from fgbench.metrics.summaries import pr_curve_field, retrieval_examples_field
 from fgbench.records import RecordError, RunRecord, read_record, record_path, write_record
@@ -262,18 +261,9 @@ class JobRunner:
         mspec = self.registry.methods.get(job.method)
         config = self.config(job.method)
         train = dataset.split("train")
-        ctx = BuildContext(
-            bits=job.bits,
-            num_classes=dataset.num_classes,
-            num_train=len(train),
-            train_labels=np.asarray(train.labels),
-            protocol=job.protocol,
-            config=config,
-            dataset=job.dataset,
-            seed=job.seed,
-            backbone_factory=BackboneFactory(job.protocol.backbone, job.protocol.weights,
-                                             tuple(self.registry.datasets.get(job.dataset).weights_providers.items())),
-        )
+        ctx = BuildContext.from_protocol(job.protocol, job.bits, np.asarray(train.labels), dataset.num_classes, config,
+                                         job.dataset, job.seed,
+                                         self.registry.datasets.get(job.dataset).weights_providers)
         seed_everything(job.seed, self.options.deterministic)
         model = mspec.build(ctx)
         model.bits = job.bits

@@ -80,15 +80,12 @@ def precision_at_k_from_histograms(h_all: np.ndarray, h_rel: np.ndarray, k: int)
     n_db = h_all.sum(axis=1)
     kk = np.minimum(k, n_db).astype(np.float64)
     cum_n = np.cumsum(h_all, axis=1)
-    cum_r = np.cumsum(h_rel, axis=1)
     before_n = cum_n - h_all
-    before_r = cum_r - h_rel
     # fraction of each distance block inside the top k
     taken = np.clip(kk[:, None] - before_n, 0, h_all).astype(np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         frac = np.where(h_all > 0, taken / np.maximum(h_all, 1), 0.0)
     hits = (frac * h_rel).sum(axis=1)
-    del before_r
     return np.where(kk > 0, hits / np.maximum(kk, 1), 0.0)
 
 

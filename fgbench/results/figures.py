@@ -29,7 +29,7 @@ import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
-from fgbench.atomic import atomic_output
+from fgbench._atomic import atomic_output
 
 CREATOR = f"fgbench leaderboard (matplotlib {matplotlib.__version__})"
 RC = {

@@ -6,7 +6,7 @@ import pytest
 
 from fgbench.data.official.catalog import REAL_DATASETS
 from fgbench.hookspecs import hookimpl
-from fgbench.plugins import PluginHost, set_host
+from fgbench._plugins import PluginHost, set_host
 
 from .fixtures import EXPECTED
 

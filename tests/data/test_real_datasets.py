@@ -9,7 +9,7 @@ from fgbench.data.base import DatasetError, ExpectedSizes
 from fgbench.data.official import catalog
 from fgbench.data.official.catalog import REAL_DATASETS, available_datasets
 from fgbench.data.official.listing import read_lines
-from fgbench.plugins import PluginHost, load_plugins
+from fgbench._plugins import PluginHost, load_plugins
 
 from .fixtures import AIRCRAFT_SIZE, EXPECTED, NABIRDS_LEAVES, WRITERS, write_text
 

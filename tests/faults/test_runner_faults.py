@@ -487,7 +487,7 @@ def test_failure_messages_name_the_cause(host: None) -> None:
     from fgbench.engine.grid import expand_jobs
     from fgbench.engine.runner import failure_message, stops_the_grid
     from fgbench.engine.train import NonFiniteLossError
-    from fgbench.plugins import get_host
+    from fgbench._plugins import get_host
 
     (job,) = expand_jobs(get_host().registry, ["crashy"], ["tiny"], "fair", [8], [0])
     nan = NonFiniteLossError(3, {"loss": float("nan")})
@@ -508,7 +508,7 @@ def test_identity_mismatch_names_the_differing_fields(reference: dict) -> None:
 
     from fgbench.engine.grid import expand_jobs
     from fgbench.engine.runner import identity_mismatch
-    from fgbench.plugins import get_host
+    from fgbench._plugins import get_host
     from fgbench.records import RunRecord
 
     reg = get_host().registry

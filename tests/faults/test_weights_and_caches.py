@@ -335,7 +335,7 @@ def fixture_host():  # type: ignore[no-untyped-def]
 
     from fgbench.data.official.catalog import REAL_DATASETS
     from fgbench.hookspecs import hookimpl
-    from fgbench.plugins import PluginHost, get_host, set_host
+    from fgbench._plugins import PluginHost, get_host, set_host
 
     class FixtureSized:
         @hookimpl

@@ -42,9 +42,10 @@ import numpy as np
 from filelock import FileLock
 from PIL import Image
 
-from fgbench.atomic import atomic_output, atomic_write_bytes, atomic_write_text, file_sha256
+from fgbench._atomic import atomic_output, atomic_write_bytes, atomic_write_text, file_sha256
 from fgbench.data.base import SPLITS, Split
 from fgbench.data.official.images import FileSplit, ListedDataset, load_resized
+from fgbench.data.official.images import progress as progress_bar
 
 CACHE_DIRNAME = ".fgbench-cache"
 DEFAULT_SIZE = 256
@@ -261,7 +262,7 @@ def build_cache(
             jobs = [(p, size, dataset.crop_bottom) for p in source.paths]
             counts[split] = len(jobs)
             files.update(_write_split(directory, split, source,
-                                      _progress(_decoded(jobs, workers), len(jobs), f"{dataset.name} {split}", progress)))
+                                      progress_bar(_decoded(jobs, workers), len(jobs), f"{dataset.name} {split}", progress)))
         meta = {
             "format": FORMAT_VERSION,
             "dataset": dataset.name,
@@ -274,13 +275,6 @@ def build_cache(
         atomic_write_text(directory / "meta.json", json.dumps(meta, indent=2))
     return directory
 
-
-def _progress(items: Iterable[np.ndarray], total: int, desc: str, enabled: bool) -> Iterable[np.ndarray]:
-    if not enabled:
-        return items
-    from tqdm import tqdm
-
-    return tqdm(items, total=total, desc=desc, unit="img")
 
 
 def _write_split(directory: Path, split: str, source: FileSplit,

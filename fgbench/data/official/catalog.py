@@ -115,7 +115,7 @@ REAL_DATASETS: tuple[OfficialDataset, ...] = (CUB, AIRCRAFT, FOOD101, NABIRDS, V
 
 
 def _specs(host_registry: Any) -> list[DatasetSpec]:
-    """Dataset specs of a :class:`~fgbench.plugins.PluginHost`, ``Registry`` or dataset ``NamedRegistry``."""
+    """Dataset specs of a :class:`~fgbench._plugins.PluginHost`, ``Registry`` or dataset ``NamedRegistry``."""
     reg = getattr(host_registry, "registry", host_registry)
     reg = getattr(reg, "datasets", reg)
     return list(reg.values())

@@ -12,10 +12,10 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
 
 from fgbench.data.base import SPLITS, DatasetError, DatasetSpec
 from fgbench.data.official.dataset import official_of
+from fgbench.data.official.images import progress as progress_bar
 from fgbench.data.official.images import verify_image
 from fgbench.data.official.listing import Problem, size_problems
 
@@ -46,13 +46,6 @@ def _verify(path: Path) -> tuple[Path, str | None, str | None]:
         return path, None, str(exc)
 
 
-def _progress(items: Iterable, total: int, desc: str, enabled: bool) -> Iterable:
-    if not enabled:
-        return items
-    from tqdm import tqdm
-
-    return tqdm(items, total=total, desc=desc, unit="img")
-
 
 def check_dataset(spec: DatasetSpec, root: Path, progress: bool = False, workers: int = 4) -> CheckReport:
     """Check ``spec`` under ``root`` completely.
@@ -71,7 +64,7 @@ def check_dataset(spec: DatasetSpec, root: Path, progress: bool = False, workers
         report.problems += size_problems(listing, spec.expected)
     paths = [p for s in SPLITS for p in listing.splits[s].paths]
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        results = _progress(pool.map(_verify, paths), len(paths), f"checking {spec.name}", progress)
+        results = progress_bar(pool.map(_verify, paths), len(paths), f"checking {spec.name}", progress)
         for path, mode, error in results:
             report.checked_images += 1
             if error is not None:
@@ -100,7 +93,7 @@ def _check_generic(spec: DatasetSpec, root: Path, progress: bool) -> CheckReport
                 report.problems.append(Problem(Path(spec.name), f"{report.counts[key]:,} {key}, expected {want:,}"))
     for which in SPLITS:
         split = dataset.split(which)
-        for i in _progress(range(len(split)), len(split), f"checking {spec.name} {which}", progress):
+        for i in progress_bar(range(len(split)), len(split), f"checking {spec.name} {which}", progress):
             report.checked_images += 1
             try:
                 split.load_array(i)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Mapping
+from typing import Iterable, Mapping, TypeVar
 
 import numpy as np
 from PIL import Image
@@ -143,3 +143,15 @@ class ListedDataset(RetrievalDataset):
             h.update(Path(path).read_bytes())
             h.update(b"\0")
         return h.hexdigest()
+
+
+T = TypeVar("T")
+
+
+def progress(items: Iterable[T], total: int, desc: str, enabled: bool) -> Iterable[T]:
+    """``items`` with a tqdm bar counting images (``fgbench data check`` / ``prepare``) when ``enabled``."""
+    if not enabled:
+        return items
+    from tqdm import tqdm
+
+    return tqdm(items, total=total, desc=desc, unit="img")

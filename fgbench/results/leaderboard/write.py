@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 
-from fgbench.atomic import atomic_write_text
-from fgbench.names import validate_name
+from fgbench._atomic import atomic_write_text
+from fgbench._names import validate_name
 from fgbench.records import RunRecord
 from fgbench.results.leaderboard.frame import PaperNumbers, records_frame
 from fgbench.results.leaderboard.boards import Board, build_boards
@@ -110,7 +110,7 @@ def write_leaderboards(records: Iterable[RunRecord], out_dir: Path, *, docs_page
     installed, skips the figures (the markdown still links them).  Every file
     but ``docs_page`` is written below ``out_dir``: before anything is written,
     each board's dataset and protocol must be valid names
-    (:func:`fgbench.names.validate_name`) and each output path must
+    (:func:`fgbench._names.validate_name`) and each output path must
     resolve inside ``out_dir``.  Diverged runs are listed in
     ``report.warnings``.
 

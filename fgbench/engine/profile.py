@@ -6,10 +6,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from fgbench.backbones import BackboneFactory
 from fgbench.methods import BuildContext
 from fgbench.metrics.cost import encode_cost
-from fgbench.plugins import Registry
+from fgbench._plugins import Registry
 from fgbench.protocol import Protocol, ProtocolError
 
 
@@ -37,9 +36,8 @@ def profile_methods(registry: Registry, methods: Sequence[str], bits: Sequence[i
         spec = registry.methods.get(name)
         config = configs[name]
         for b in bits:
-            ctx = BuildContext(bits=b, num_classes=num_classes, num_train=len(labels), train_labels=labels,
-                               protocol=protocol, config=config, dataset="profile", seed=0,
-                               backbone_factory=BackboneFactory(backbone, "random"))
+            ctx = BuildContext.from_protocol(protocol, b, labels, num_classes, config,
+                                             "profile", 0)
             model = spec.build(ctx)
             cost = encode_cost(model, input_size)
             paper_p = paper_f = ""
