@@ -5,6 +5,7 @@ needs is importable from here.  Anything not listed in ``__all__`` is internal
 and may change without notice.
 """
 
+from fgbench._version import __version__
 from fgbench.backbones import Backbone, build_backbone
 from fgbench.data.base import (
     ArraySplit,
@@ -39,7 +40,6 @@ from fgbench.protocol import Protocol
 from fgbench.blocks.zoom import attention_zoom, peak_saliency, saliency_sample
 from fgbench.blocks.proxies import ProxyCodes, fish_proxy_codes, solve_fish_proxies
 
-__version__ = "0.2.0"
 
 __all__ = [
     "API_VERSION",

@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import IO, Any, Iterator
 
-from fgbench.engine import faults
+from fgbench import _faults as faults
 
 
 def _umask() -> int:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import fgbench
+from fgbench._version import __version__
 from fgbench.errors import ScaffoldError
 from fgbench.hookspecs import API_VERSION
 from fgbench.methods import METHOD_NAME_RE
@@ -236,7 +236,7 @@ def render_files(name: str) -> dict[str, str]:
     n = PluginNames.from_method(name)
     fields = {"method": n.method, "dist": n.dist, "package": n.package, "camel": n.camel,
               "module": n.package.removeprefix("fgbench_"), "api_version": API_VERSION,
-              "fgbench_min": ".".join(fgbench.__version__.split("+")[0].split(".")[:2])}
+              "fgbench_min": ".".join(__version__.split("+")[0].split(".")[:2])}
     return {
         "pyproject.toml": PYPROJECT.format(**fields),
         f"{n.package}/__init__.py": MODULE.format(**fields),

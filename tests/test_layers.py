@@ -121,3 +121,66 @@ def _importers(prefix: str, targets: tuple[str, ...]) -> list[str]:
 
 def test_engine_never_imports_the_cli() -> None:
     assert _importers("fgbench.engine", ("fgbench.cli",)) == []
+
+
+#: The layers of docs/architecture.md, bottom up; a module may import only from its own layer or below.
+#: Within layer 2 the packages are siblings that may use each other's modules only as listed in SIBLINGS.
+LAYERS: list[tuple[str, ...]] = [
+    ("fgbench.errors", "fgbench._names", "fgbench._atomic", "fgbench._faults", "fgbench._version"),
+    ("fgbench.protocol", "fgbench.methods", "fgbench.backbones", "fgbench.records", "fgbench.data.base",
+     "fgbench.metrics.base", "fgbench.hookspecs"),
+    ("fgbench.blocks", "fgbench.data", "fgbench.metrics", "fgbench.results"),
+    ("fgbench.builtins", "fgbench._plugins"),
+    ("fgbench.engine",),
+    ("fgbench.testing", "fgbench._scaffold"),
+    ("fgbench.cli", "fgbench.__main__"),
+]
+#: layer-2 packages that another layer-2 package may import (data path: data -> metrics -> results)
+SIBLINGS = {"fgbench.results": {"fgbench.metrics"}}
+
+
+def _owner(module: str) -> tuple[int, str]:
+    """(layer index, the most specific layer entry) of ``module``."""
+    best: tuple[int, str] | None = None
+    for index, entries in enumerate(LAYERS):
+        for entry in entries:
+            if module == entry or module.startswith(entry + "."):
+                if best is None or len(entry) > len(best[1]):
+                    best = (index, entry)
+    assert best is not None, f"{module} is in no layer of LAYERS: add it (and to docs/architecture.md)"
+    return best
+
+
+def test_every_module_has_a_layer() -> None:
+    for module in MODULES:
+        if module != PACKAGE:
+            _owner(module)
+
+
+def test_imports_point_down_the_layers() -> None:
+    """Every import (module-level or lazy) goes to the same layer or below; siblings only as allowed."""
+    wrong = []
+    for module, deps in import_graph(module_level=False).items():
+        if module == PACKAGE:
+            continue  # the public facade re-exports from every layer it documents
+        layer, entry = _owner(module)
+        for dep in deps:
+            if dep == PACKAGE:
+                wrong.append(f"{module} imports the package facade fgbench (import the defining module instead)")
+                continue
+            dep_layer, dep_entry = _owner(dep)
+            if dep_layer > layer:
+                wrong.append(f"{module} (layer {layer}) imports {dep} (layer {dep_layer})")
+            elif dep_layer == layer == 2 and dep_entry != entry and dep_entry not in SIBLINGS.get(entry, set()) \
+                    and not dep.startswith(entry):
+                wrong.append(f"{module} ({entry}) imports sibling {dep} ({dep_entry})")
+    assert wrong == []
+
+
+def test_engine_never_imports_results() -> None:
+    assert _importers("fgbench.engine", ("fgbench.results",)) == []
+
+
+def test_data_and_metrics_never_import_the_plugin_machinery() -> None:
+    assert _importers("fgbench.data", ("fgbench.hookspecs", "fgbench._plugins")) == []
+    assert _importers("fgbench.metrics", ("fgbench.hookspecs", "fgbench._plugins")) == []

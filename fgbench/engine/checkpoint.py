@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from fgbench._atomic import atomic_output
-from fgbench.engine import faults
+from fgbench import _faults as faults
 
 #: Keys every checkpoint written by :func:`fgbench.engine.train.train_model` has.
 REQUIRED_KEYS = ("format", "fingerprint", "model", "optimizer", "scheduler", "scaler", "loader_rng", "epoch",

@@ -48,10 +48,12 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-import fgbench
 from fgbench._atomic import temp_files_of
+from fgbench.backbones import Backbone
 from fgbench.data.base import RetrievalDataset
-from fgbench.engine import distributed, faults
+from fgbench import _faults as faults
+from fgbench._version import __version__
+from fgbench.engine import distributed
 from fgbench.engine.device import EngineError, EngineOptions, resolve_runtime, seed_everything
 from fgbench.engine.divergence import divergence_reason
 from fgbench.engine.device import loader_options_for
@@ -99,9 +101,9 @@ class Job:
 
 def code_version() -> str:
     """fgbench version plus the git commit of the source tree when available."""
-    version = fgbench.__version__
+    version = __version__
     try:
-        root = Path(fgbench.__file__).resolve().parent.parent
+        root = Path(__file__).resolve().parents[2]
         out = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                              timeout=5)
         if out.returncode == 0 and out.stdout.strip():
@@ -368,7 +370,7 @@ def collapse_warning(record: RunRecord, num_classes: int) -> str | None:
 
 
 def _weights_source(model: torch.nn.Module) -> str:
-    sources = sorted({m.weights_source for m in model.modules() if isinstance(m, fgbench.Backbone)})
+    sources = sorted({m.weights_source for m in model.modules() if isinstance(m, Backbone)})
     return "; ".join(sources) if sources else "n/a (no fgbench backbone)"
 
 
@@ -389,7 +391,7 @@ def divergence_warning(label: str, record: RunRecord) -> str | None:
 @functools.lru_cache(maxsize=None)
 def _version_of(source: str, module: str) -> str:
     if source == "fgbench (built-in)" or module.split(".")[0] == "fgbench":
-        return f"fgbench {fgbench.__version__}"
+        return f"fgbench {__version__}"
     if re.fullmatch(r"\S+ \S+", source or ""):
         return source  # "<distribution> <version>", as the plugin host records entry-point plugins
     top = module.split(".")[0]

@@ -52,7 +52,7 @@ from fgbench.data.transforms import DeviceAugment, build_transform, pad_collate,
 from fgbench.engine.device import autocast_for, batch_images, loader_options_for
 from fgbench.engine.encode import encode_split_sharded
 from fgbench.engine import distributed
-from fgbench.engine import faults
+from fgbench import _faults as faults
 from fgbench.engine.checkpoint import (CheckpointError, atomic_torch_save, checkpoint_problem, read_checkpoint,
                                        rng_state, set_rng_state)
 from fgbench.engine.device import EngineError, EngineOptions, Runtime

@@ -9,7 +9,7 @@ Speed: the ``crashy`` method on the ``tiny`` dataset (test_engine_support)
 runs in this process (click's CliRunner, a second or two a run).  A run that
 must die by SIGKILL or SIGTERM runs in a forked child of this process (no
 new interpreter, no torch import); faults are injected through
-``FGBENCH_FAULT`` (:mod:`fgbench.engine.faults`).  torch uses one thread here
+``FGBENCH_FAULT`` (:mod:`fgbench._faults`).  torch uses one thread here
 so that forking is safe and every run computes the same floats.
 """
 
@@ -31,7 +31,7 @@ import torch
 from click.testing import CliRunner
 
 from fgbench.cli import main
-from fgbench.engine import faults
+from fgbench import _faults as faults
 from fgbench.engine.divergence import divergence_reason
 from fgbench.testing import registered_plugin
 from test_engine_support import PLUGIN_MODULE, plugin_dir, subprocess_env  # noqa: F401  (plugin_dir is a fixture)
@@ -84,7 +84,7 @@ torch.set_num_threads(1)
 tqdm.std.tqdm.monitor_interval = 0  # no tqdm monitor thread (a lock it holds across a fork would hang the child)
 
 from fgbench.cli import main
-from fgbench.engine import faults
+from fgbench import _faults as faults
 from fgbench.testing import registered_plugin
 
 registered_plugin(importlib.import_module(sys.argv[1])).__enter__()
