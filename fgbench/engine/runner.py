@@ -218,12 +218,17 @@ class JobRunner:
             self._remove_orphans(job, path, warn)
             record = self._run_locked(job, path, warn)
             assert record is not None
-            with faults.writing("record"):
-                write_record(record, path)
-            path.with_suffix(".ckpt").unlink(missing_ok=True)
-            return record
+            return self._finish(record, path)
         finally:
             lock.release()
+
+    @staticmethod
+    def _finish(record: RunRecord, path: Path) -> RunRecord:
+        """Write ``record`` atomically to ``path``, then remove the job's resume checkpoint."""
+        with faults.writing("record"):
+            write_record(record, path)
+        path.with_suffix(".ckpt").unlink(missing_ok=True)
+        return record
 
     def _remove_orphans(self, job: Job, path: Path, warn: Callable[[str], None]) -> None:
         removed = remove_orphans(path)
@@ -250,11 +255,7 @@ class JobRunner:
             if not distributed.broadcast_object(go):
                 return None
             record = self._run_locked(job, path, warn)
-            if record is not None:
-                with faults.writing("record"):
-                    write_record(record, path)
-                path.with_suffix(".ckpt").unlink(missing_ok=True)
-            return record
+            return self._finish(record, path) if record is not None else None
         finally:
             if lock is not None:
                 lock.release()
