@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import site
 import subprocess
 import sys
 import venv
@@ -100,6 +101,7 @@ def test_scaffolded_plugin_installs_registers_tests_and_runs(tmp_path) -> None: 
     env_dir = tmp_path / "venv"
     venv.EnvBuilder(system_site_packages=True, with_pip=False, symlinks=os.name != "nt").create(env_dir)
     python = env_dir / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+    _layer_on_this_environment(python)
     env = {**os.environ, "FGBENCH_DISABLE_PLUGINS": "dpsh,cnet,cmbh,multifusnet,exchnet", "PYTHONHASHSEED": "0"}
     env.pop("PYTHONPATH", None)
     pip = subprocess.run([str(python), "-m", "pip", "install", "--no-deps", "--no-build-isolation", "-e", str(root),
@@ -117,3 +119,18 @@ def test_scaffolded_plugin_installs_registers_tests_and_runs(tmp_path) -> None: 
     assert record["method_source"] == f"{names.dist} 0.1.0"
     assert record["cost"]["params_m"] > 11  # the ResNet-18 trunk and the hash layer; the classifier is not counted
     assert importlib.util.find_spec(names.package) is None  # not installed into the test environment itself
+
+
+def _layer_on_this_environment(python: Path) -> None:
+    """Make the throwaway environment see this interpreter's packages, also when this one is itself a venv.
+
+    ``system_site_packages`` layers a venv on the *base* interpreter, which
+    inside a virtualenv has neither fgbench nor torch; a ``.pth`` line that
+    runs ``site.addsitedir`` adds the active environment's site-packages
+    (and processes their ``.pth`` files, so editable installs resolve too).
+    """
+    target = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                            capture_output=True, text=True, check=True).stdout.strip()
+    dirs = [d for d in site.getsitepackages() if Path(d).is_dir()]
+    lines = "".join(f"import site; site.addsitedir({d!r})\n" for d in dirs)
+    (Path(target) / "_fgbench_parent_env.pth").write_text(lines, encoding="utf-8")
