@@ -148,3 +148,35 @@ def test_plan_grid_is_the_validated_grid(host, tmp_path) -> None:  # type: ignor
     with pytest.raises(ProtocolError, match="--seeds -1"):
         plan_grid(host.registry, {**params, "seeds": "-1"})
     assert not any(tmp_path.iterdir())
+
+
+def _failing_build(ctx):  # type: ignore[no-untyped-def]
+    raise ZeroDivisionError("the plugin divided by zero")
+
+
+def test_a_plugins_exception_is_reported_as_the_plugins(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Not disguised as a user error, not an fgbench traceback: one line naming the plugin and the exception."""
+    import dataclasses
+
+    from conftest import TOY_SPEC
+    from fgbench.testing import registered_plugin, spec_plugin
+
+    broken = dataclasses.replace(TOY_SPEC, name="broken", build=_failing_build)
+    with registered_plugin(spec_plugin("broken-plugin", methods=[broken])):
+        res = CliRunner().invoke(main, ["profile", "--methods", "broken", "--backbone", "resnet18"])
+    assert res.exit_code == 1 and "Traceback" not in res.output, res.output
+    line = res.output.strip().splitlines()[-1]
+    assert line.startswith("Error: plugin broken-plugin raised ZeroDivisionError: the plugin divided by zero"), line
+
+
+def test_an_fgbench_bug_is_not_turned_into_a_user_error(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """An exception from fgbench's own code keeps its traceback (a bug must look like one)."""
+    from fgbench.cli import list as list_module
+
+    def bug(*_args, **_kwargs):  # type: ignore[no-untyped-def]
+        raise ValueError("an fgbench bug")
+
+    monkeypatch.setattr(list_module, "get_host", bug)
+    res = CliRunner().invoke(main, ["list"])
+    assert res.exit_code == 1 and isinstance(res.exception, ValueError)
+    assert "Error: an fgbench bug" not in res.output

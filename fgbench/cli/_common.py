@@ -73,14 +73,25 @@ def plugin_in_traceback(exc: BaseException) -> str | None:
     return found
 
 
-@functools.lru_cache(maxsize=1)
 def plugin_packages() -> dict[str, str]:
-    """Top-level package of every ``fgbench`` entry point -> ``"distribution version"``."""
+    """Top-level package of every plugin -> its source (``"distribution version"``).
+
+    From the ``fgbench`` entry points, and from the registered specs (a
+    method's ``build``, a dataset's ``load``, a metric's ``compute``) so that
+    plugins registered in-process (tests, ``fgbench.testing``) count too.
+    """
     owners: dict[str, str] = {}
     for ep in md.entry_points(group=ENTRY_POINT_GROUP):
         top = ep.value.split(":")[0].split(".")[0]
         dist = getattr(ep, "dist", None)
         owners[top] = f"{dist.metadata['Name']} {dist.version}" if dist is not None else top
+    registry = get_host().registry
+    for table, attr in ((registry.methods, "build"), (registry.datasets, "load"), (registry.metrics, "compute")):
+        for spec in table.values():
+            module = getattr(getattr(spec, attr, None), "__module__", None) or ""
+            top = module.split(".")[0]
+            if top and top != "fgbench" and spec.source:
+                owners.setdefault(top, spec.source)
     return owners
 
 
