@@ -26,7 +26,6 @@ from fgbench.blocks.losses import (
 )
 from fgbench.blocks.memories import ClassMeans, CodeMemory
 from fgbench.methods import (
-    STANDARD_BITS,
     Batch,
     BuildContext,
     HashingModel,
@@ -36,7 +35,7 @@ from fgbench.methods import (
 )
 from fgbench.metrics.base import MetricSpec
 from fgbench.metrics.retrieval import RetrievalEvaluation, evaluate_codes, mean_average_precision
-from fgbench.protocol import Protocol
+from fgbench.protocol import STANDARD_BITS, Protocol
 from fgbench.blocks.zoom import attention_zoom, peak_saliency, saliency_sample
 from fgbench.blocks.proxies import ProxyCodes, fish_proxy_codes, solve_fish_proxies
 

@@ -10,10 +10,7 @@ from a learned code matrix or derived from labels (docs/protocol.md).
 from __future__ import annotations
 
 import dataclasses
-import math
 import re
-import types
-import typing
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
@@ -22,6 +19,7 @@ import torch
 from torch import nn
 
 from fgbench._names import NAME_PATTERN, validate_name
+from fgbench._values import coerce_value, type_hints
 
 if TYPE_CHECKING:  # pragma: no cover
     from fgbench.backbones import Backbone
@@ -29,7 +27,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 # the name rule of fgbench._names (a method name is a folder name of the results); \A..\Z: no trailing newline
 METHOD_NAME_RE = re.compile(rf"\A{NAME_PATTERN}\Z")
-STANDARD_BITS = (12, 24, 32, 48)
 
 
 @dataclass(frozen=True)
@@ -204,7 +201,7 @@ class MethodSpec:
                 f"valid: {', '.join(sorted(fields)) or '(none)'}"
             )
         default = self.config_cls()
-        hints = _type_hints(self.config_cls)
+        hints = type_hints(self.config_cls)
         converted = {k: coerce_value(getattr(default, k), v, f"{self.name}.{k}", hints.get(k))
                      for k, v in overrides.items()}
         return dataclasses.replace(default, **converted)
@@ -216,81 +213,3 @@ class MethodSpec:
             if value is not None:
                 return float(value)
         return None
-
-
-def _type_hints(cls: type) -> dict[str, Any]:
-    """The resolved field annotations of ``cls`` ({} when they cannot be resolved)."""
-    try:
-        return typing.get_type_hints(cls)
-    except Exception:  # noqa: BLE001 - an unresolvable annotation only loses the fallback
-        return {}
-
-
-def _target_type(default: Any, annotation: Any) -> tuple[Any, bool]:
-    """``(type to convert to, None allowed)`` from the default value, else from the annotation.
-
-    The type is ``bool``/``int``/``float``/``str``, ``(tuple, item type)`` or None (unknown: keep the string).
-    """
-    optional = default is None
-    if isinstance(default, (bool, int, float, str)):
-        return type(default), optional
-    if isinstance(default, tuple) and default:
-        return (tuple, type(default[0])), optional
-    ann = annotation
-    args = typing.get_args(ann)
-    if typing.get_origin(ann) in (typing.Union, types.UnionType):
-        optional = optional or type(None) in args
-        rest = [a for a in args if a is not type(None)]
-        ann = rest[0] if len(rest) == 1 else None
-        args = typing.get_args(ann)
-    if ann in (bool, int, float, str):
-        return ann, optional
-    if typing.get_origin(ann) is tuple:
-        item = args[0] if args and args[0] in (bool, int, float, str) else str
-        return (tuple, item), optional
-    if isinstance(default, tuple):
-        return (tuple, str), optional
-    return None, optional
-
-
-def _convert_one(kind: type, text: str) -> Any:
-    if kind is bool:
-        low = text.strip().lower()
-        if low in ("1", "true", "yes", "on"):
-            return True
-        if low in ("0", "false", "no", "off"):
-            return False
-        raise ValueError(text)
-    if kind is int:
-        return int(text)
-    if kind is float:
-        number = float(text)
-        if math.isnan(number):
-            raise ValueError(text)
-        return number
-    return text.strip()
-
-
-def coerce_value(default: Any, value: Any, what: str, annotation: Any = None) -> Any:
-    """Convert a CLI string to the type of ``default`` (bool, int, float, str, tuple of those).
-
-    When ``default`` says too little (``None``, an empty tuple) the field's
-    ``annotation`` decides (``int | None``, ``tuple[int, ...]``); ``none`` or
-    an empty string gives None for an optional field.  Values that are not
-    strings are returned unchanged.  Raises ``ValueError`` naming ``what``.
-    """
-    if not isinstance(value, str):
-        return value
-    kind, optional = _target_type(default, annotation)
-    if optional and value.strip().lower() in ("", "none", "null"):
-        return None
-    if kind is None:
-        return value
-    try:
-        if isinstance(kind, tuple):
-            item = kind[1]
-            return tuple(_convert_one(item, v) for v in value.split(",") if v.strip())
-        return _convert_one(kind, value)
-    except ValueError:
-        name = f"{kind[1].__name__}s (comma-separated)" if isinstance(kind, tuple) else kind.__name__
-        raise ValueError(f"option {what}: cannot read {value!r} as {name}") from None

@@ -23,9 +23,11 @@ import typing
 from dataclasses import dataclass
 from typing import Any, Literal, Mapping
 
-from fgbench.methods import STANDARD_BITS, coerce_value
+from fgbench._values import coerce_value
 from fgbench.errors import ProtocolError
 
+#: the bit lengths the fine-grained hashing papers report (the default grid)
+STANDARD_BITS = (12, 24, 32, 48)
 PROTOCOL_NAMES = ("fair", "paper")
 MIN_BITS, MAX_BITS = 4, 256
 AUGMENTATIONS = ("crop-flip", "none")

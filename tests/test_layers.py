@@ -126,7 +126,7 @@ def test_engine_never_imports_the_cli() -> None:
 #: The layers of docs/architecture.md, bottom up; a module may import only from its own layer or below.
 #: Within layer 2 the packages are siblings that may use each other's modules only as listed in SIBLINGS.
 LAYERS: list[tuple[str, ...]] = [
-    ("fgbench.errors", "fgbench._names", "fgbench._atomic", "fgbench._faults", "fgbench._version"),
+    ("fgbench.errors", "fgbench._names", "fgbench._atomic", "fgbench._faults", "fgbench._version", "fgbench._values"),
     ("fgbench.protocol", "fgbench.methods", "fgbench.backbones", "fgbench.records", "fgbench.data.base",
      "fgbench.metrics.base", "fgbench.hookspecs"),
     ("fgbench.blocks", "fgbench.data", "fgbench.metrics", "fgbench.results"),
