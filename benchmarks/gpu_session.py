@@ -19,7 +19,6 @@ off for DPSH and CMBH), with the mAP reached after a few epochs.
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 import json
 import os
@@ -138,10 +137,6 @@ def harness(method: str, amp: str = "auto", channels_last: str = "auto", epochs:
                         bits=(12,))
     options = EngineOptions(amp=amp, channels_last=channels_last, num_workers=0 if TINY else 8, progress=False,
                             checkpoint=False, gpu_augment=DEVICE.type == "cuda")
-    try:
-        from fgbench.engine import gpu_augment  # noqa: F401
-    except ImportError:
-        options = dataclasses.replace(options, gpu_augment=False)
     runner = JobRunner(host.registry, Path("/tmp"), Path("/tmp"), options)
     dataset = EmbeddedDataset(EmbeddedConfig(train_per_class=4, test_per_class=2) if TINY else EmbeddedConfig())
     job = Job(method, "embedded", 12, 0, protocol)

@@ -6,7 +6,7 @@ For benchmarking the real dataset path (official reader, decoded cache,
     python benchmarks/make_cub_like.py --root /tmp/cub-like            # 5,994 train / 5,794 test, 200 classes
     python benchmarks/make_cub_like.py --root /tmp/cub-tiny --tiny     # 24 / 16 images, 4 classes, 64 px
 
-writes ``<root>/CUB_200_2011/`` exactly as ``fgbench/data/cub.py`` reads it::
+writes ``<root>/CUB_200_2011/`` exactly as ``fgbench/data/official/readers.py:read_cub_style`` reads it::
 
     images.txt              <image_id> <class folder>/<file>.jpg
     image_class_labels.txt  <image_id> <class_id 1..C>

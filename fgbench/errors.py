@@ -37,6 +37,10 @@ class InvalidNameError(FgbenchError, ValueError):
     """A method, dataset or protocol name that cannot be a folder or file name (the message shows it)."""
 
 
+class ConfigError(FgbenchError, ValueError):
+    """A method option (``--set METHOD.KEY=VALUE``) with a value the method cannot use (message names it)."""
+
+
 class ProtocolError(FgbenchError, ValueError):
     """An invalid protocol setting (message names the option)."""
 

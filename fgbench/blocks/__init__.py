@@ -7,5 +7,6 @@
 * :mod:`~fgbench.blocks.cascade` — cascade-network stages
 * :mod:`~fgbench.blocks.zoom` — attention zoom
 
-Blocks import only torch/numpy/scipy: no other fgbench layer.
+Blocks import torch/numpy/scipy and, of fgbench, only :mod:`fgbench.errors` (a bad ``--set`` value is a
+:class:`~fgbench.errors.ConfigError`).
 """

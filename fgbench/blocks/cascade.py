@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from torch import nn
 
+from fgbench.errors import ConfigError
+
 
 class ConvBlock(nn.Sequential):
     """Stage block ``C_j`` (Eq. 3): 1x1 conv-BN-ReLU, 3x3 conv-BN-ReLU, global max pool -> ``(B, out)``."""
@@ -37,5 +39,5 @@ def stage_widths(backbone_channels: int, mid_ratio: float, out_ratio: float, hid
 def check_stages(stages: tuple[int, ...]) -> tuple[int, ...]:
     stages = tuple(sorted({int(s) for s in stages}))
     if not stages or stages[0] < 1 or stages[-1] > 4:
-        raise ValueError(f"stages {stages}: choose backbone stages among 1, 2, 3, 4 (e.g. 2,3,4)")
+        raise ConfigError(f"stages {stages}: choose backbone stages among 1, 2, 3, 4 (e.g. --set METHOD.stages=2,3,4)")
     return stages

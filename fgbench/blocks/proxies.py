@@ -54,6 +54,8 @@ from dataclasses import dataclass
 
 import torch
 
+from fgbench.errors import ConfigError
+
 __all__ = ["ProxyCodes", "fish_proxy_codes", "solve_fish_proxies"]
 
 
@@ -123,7 +125,8 @@ def solve_fish_proxies(
         distinct: move colliding classes to the nearest unused codes at the end.
     """
     if num_classes < 1 or bits < 1 or iterations < 1:
-        raise ValueError(f"num_classes, bits and iterations must be >= 1 (got {num_classes}, {bits}, {iterations})")
+        raise ConfigError(f"num_classes, bits and iterations must be >= 1 (got {num_classes}, {bits}, {iterations}); "
+                          f"check --set METHOD.proxy_iterations")
     g = torch.Generator().manual_seed(int(seed))
     dt = torch.float64
     Y = torch.eye(num_classes, dtype=dt)

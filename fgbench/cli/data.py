@@ -13,6 +13,8 @@ from pathlib import Path
 
 import click
 
+from fgbench.cli._common import one_line_errors
+
 from fgbench.data.base import DatasetError, DatasetSpec, default_data_root
 from fgbench.data.official.cache import DEFAULT_SIZE, build_cache, inspect_cache
 from fgbench.data.official.check import check_dataset
@@ -34,10 +36,7 @@ def _root(data_root: Path | None) -> Path:
 def _spec(name: str) -> DatasetSpec:
     from fgbench._plugins import get_host
 
-    try:
-        return get_host().registry.datasets.get(name)
-    except Exception as exc:  # noqa: BLE001 - UnknownNameError, DuplicateNameError
-        raise click.ClickException(str(exc)) from None
+    return get_host().registry.datasets.get(name)  # UnknownNameError: one line through one_line_errors
 
 
 def _one_line(text: str) -> str:
@@ -62,6 +61,7 @@ def data() -> None:
 
 @data.command("list")
 @data_root_option
+@one_line_errors
 def list_cmd(data_root: Path | None) -> None:
     """Every registered dataset: found / missing / damaged, with counts."""
     from fgbench._plugins import get_host
@@ -91,6 +91,7 @@ def list_cmd(data_root: Path | None) -> None:
 @click.option("--max-problems", default=20, show_default=True, help="How many problems to print.")
 @click.option("--workers", default=4, show_default=True, help="Threads decoding images.")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
+@one_line_errors
 def check_cmd(name: str, data_root: Path | None, download: bool, max_problems: int, workers: int, progress: bool) -> None:
     """Verify NAME: split sizes, classes, every listed image exists and decodes."""
     spec = _spec(name)
@@ -137,6 +138,7 @@ def _download(spec: DatasetSpec, root: Path) -> None:
 @click.option("--workers", default=min(8, os.cpu_count() or 1), show_default=True, help="Decoding processes.")
 @click.option("--force", is_flag=True, help="Rebuild even if the cache is up to date.")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
+@one_line_errors
 def prepare_cmd(name: str, data_root: Path | None, size: int, workers: int, force: bool, progress: bool) -> None:
     """Write NAME's decoded cache (uint8, short side --size) below the data root."""
     spec = _spec(name)

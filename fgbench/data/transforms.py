@@ -13,9 +13,8 @@ arrays (embedded dataset, decoded cache) never pass through PIL.
 :func:`build_transform` is the CPU path.  With ``--gpu-augment`` the workers
 only resize (:func:`uint8_transform`) and ship padded uint8 batches
 (:func:`pad_collate`); :class:`DeviceAugment` then crops, flips and
-normalises on the device with the same distribution.  Details of the device
-path:
-The CPU path (:func:`fgbench.data.loader.build_transform`) is, per image::
+normalises on the device with the same distribution.  In detail, the CPU
+path (:func:`build_transform`) is, per image::
 
     Resize(short side = resize_size) -> RandomCrop(input_size) -> RandomHorizontalFlip(0.5)
     -> ToDtype(float32, scale=True) -> Normalize(ImageNet mean, std)

@@ -2,8 +2,8 @@
 
 ``fgbench submit --executor slurm --shards 8 -- --methods all --datasets cub``
 submits a job array of 8 tasks; task ``i`` runs ``fgbench run <run options>
---shard i/8`` in-process (:func:`run_shard`), so the grid is covered exactly
-once (:func:`fgbench.engine.runner.shard`) and every task writes its records
+--shard i/8`` as a child process (:func:`run_shard`), so the grid is covered
+exactly once (:func:`fgbench.engine.grid.shard`) and every task writes its records
 into the shared results folder, where the per-job lock files keep two tasks
 (or a resubmission) from running the same job twice and finished jobs are
 skipped.  A task that is preempted or times out is resubmitted by rerunning

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Callable
 if TYPE_CHECKING:  # pragma: no cover
     from fgbench.metrics.retrieval import RetrievalEvaluation
 
-METRIC_NAME_RE = re.compile(r"^[a-z][a-z0-9_@\-.]*$")
+METRIC_NAME_RE = re.compile(r"\A[a-z][a-z0-9_@\-.]*\Z")  # \A..\Z: no trailing newline
 
 
 @dataclass(frozen=True)
