@@ -55,8 +55,13 @@ def make_loader(dataset: Dataset, options: LoaderOptions, *, batch_size: int | N
     """A loader over ``dataset`` in its order (``batch_size``), or in ``batch_sampler``'s batches (training).
 
     ``generator`` seeds the workers' base seed (training passes the job's);
+    without one a fixed generator is used, never the global torch RNG (a
+    ``DataLoader`` without a generator draws its base seed from it, which
+    would move the job's random stream each time a split is encoded).
     ``collate_fn`` batches ``--gpu-augment``'s padded uint8 images.
     """
+    if generator is None:
+        generator = torch.Generator().manual_seed(0)
     return DataLoader(
         dataset,
         batch_size=batch_size if batch_sampler is None else 1,
