@@ -33,7 +33,7 @@ from fgbench import hookspecs
 from fgbench.data.base import DatasetSpec
 from fgbench.methods import MethodSpec
 from fgbench.metrics.base import MetricSpec
-from fgbench.errors import DuplicateNameError, PluginError, UnknownNameError
+from fgbench.errors import DuplicateNameError, PluginError, UnknownNameError, described
 
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "fgbench.builtins.datasets",
@@ -116,9 +116,9 @@ def _distribution_of(ep: md.EntryPoint) -> str:
     return f"{dist.name} {dist.version}" if dist is not None else ep.value
 
 
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+def entry_point_packages() -> dict[str, str]:
+    """Top-level package of every ``fgbench`` entry point -> its distribution, ``"<name> <version>"``."""
+    return {ep.value.split(":")[0].split(".")[0]: _distribution_of(ep) for ep in md.entry_points(group=ENTRY_POINT_GROUP)}
 
 
 def make_plugin_manager() -> pluggy.PluginManager:
@@ -164,7 +164,7 @@ class PluginHost:
         except Exception as exc:  # noqa: BLE001 - pluggy raises several types
             if self.pm.is_registered(plugin):
                 self.pm.unregister(plugin)
-            self.registry.failures.append(PluginFailure(pname, src, _short(exc)))
+            self.registry.failures.append(PluginFailure(pname, src, described(exc)))
             return
         self._collect(plugin, pname, src)
 
@@ -192,7 +192,7 @@ class PluginHost:
                     impl.function(**{a: stage(reg, spec_type) for a in impl.argnames})
         except Exception as exc:  # noqa: BLE001
             self.pm.unregister(plugin)
-            self.registry.failures.append(PluginFailure(pname, src, _short(exc)))
+            self.registry.failures.append(PluginFailure(pname, src, described(exc)))
             return
         for reg, spec in staged:
             try:
@@ -219,7 +219,7 @@ class PluginHost:
             try:
                 plugin = ep.load()
             except Exception as exc:  # noqa: BLE001 - any import error
-                self.registry.failures.append(PluginFailure(ep.name, source, _short(exc)))
+                self.registry.failures.append(PluginFailure(ep.name, source, described(exc)))
                 continue
             self.register_plugin(plugin, name=ep.name, source=source)
 

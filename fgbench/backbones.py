@@ -26,7 +26,7 @@ import torchvision
 from torch import nn
 
 from fgbench._atomic import file_sha256
-from fgbench.errors import BackboneError
+from fgbench.errors import BackboneError, described
 
 BACKBONES: dict[str, tuple[Callable[..., nn.Module], str]] = {
     "resnet18": (torchvision.models.resnet18, "ResNet18_Weights"),
@@ -218,8 +218,7 @@ def _download_checkpoint(url: str, path: Path) -> str | None:
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.hub.download_url_to_file(url, str(path), hash_prefix=match.group(1) if match else None, progress=True)
     except Exception as exc:  # noqa: BLE001 - any network or disk failure becomes the one-line error
-        text = str(exc).strip().splitlines()
-        return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+        return described(exc)
     finally:
         socket.setdefaulttimeout(previous)
     return None if path.is_file() else "no file after the download"

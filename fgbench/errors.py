@@ -8,10 +8,23 @@ exception names the plugin; ``FGBENCH_DEBUG=1`` shows the traceback).
 Each subclass's message is one line naming the file, option or name at fault
 and what to do.  Some also derive from the built-in exception that code
 catching them before this base existed expects (``ValueError``, ``KeyError``).
-This module imports nothing, so every layer can raise these.
+This module imports nothing, so every layer can raise these (and use :func:`first_line` /
+:func:`described` to put another exception into one line).
 """
 
 from __future__ import annotations
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of ``exc``'s message, or its type name when the message is empty."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def described(exc: BaseException) -> str:
+    """``"<type>: <first line>"``, or the type name alone when the message is empty."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
 
 
 class FgbenchError(Exception):

@@ -4,15 +4,14 @@ results folder default and the console leaderboard.  Commands import this module
 from __future__ import annotations
 
 import functools
-import importlib.metadata as md
 import os
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import click
 
-from fgbench.errors import FgbenchError, PluginError
-from fgbench._plugins import ENTRY_POINT_GROUP, NamedRegistry, Registry, get_host
+from fgbench.errors import FgbenchError, PluginError, first_line
+from fgbench._plugins import NamedRegistry, Registry, entry_point_packages, get_host
 
 DEFAULT_RESULTS = Path("results")
 
@@ -49,8 +48,7 @@ def one_line_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 def user_message(exc: BaseException) -> str | None:
     """The one-line message for ``exc`` if it is the user's to fix or a plugin's fault; None for an fgbench bug."""
     if isinstance(exc, FgbenchError) or (isinstance(exc, OSError) and exc.filename is not None):
-        text = str(exc).strip()
-        return text.splitlines()[0] if text else type(exc).__name__
+        return first_line(exc)
     plugin = plugin_in_traceback(exc)
     if plugin is None:
         return None
@@ -80,11 +78,7 @@ def plugin_packages() -> dict[str, str]:
     method's ``build``, a dataset's ``load``, a metric's ``compute``) so that
     plugins registered in-process (tests, ``fgbench.testing``) count too.
     """
-    owners: dict[str, str] = {}
-    for ep in md.entry_points(group=ENTRY_POINT_GROUP):
-        top = ep.value.split(":")[0].split(".")[0]
-        dist = getattr(ep, "dist", None)
-        owners[top] = f"{dist.metadata['Name']} {dist.version}" if dist is not None else top
+    owners = entry_point_packages()
     registry = get_host().registry
     for table, attr in ((registry.methods, "build"), (registry.datasets, "load"), (registry.metrics, "compute")):
         for spec in table.values():

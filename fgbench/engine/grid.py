@@ -22,7 +22,7 @@ from fgbench.engine import distributed
 from fgbench.engine.device import resolve_runtime
 from fgbench.engine.runner import (Job, JobRunner, collapse_warning, divergence_warning, failure_message,
                                    is_disk_error, stops_the_grid)
-from fgbench.errors import GridError, RecordError
+from fgbench.errors import GridError, RecordError, first_line
 from fgbench._plugins import Registry
 from fgbench.protocol import resolve_protocol
 
@@ -163,7 +163,7 @@ def _done_and_todo(runner: JobRunner, jobs: list[Job], warn: Callable[[str], Non
             runner.check_done(job)
             done.append(job)
         except RecordError as exc:
-            problems.append(str(exc).strip().splitlines()[0])
+            problems.append(first_line(exc))
     if problems:
         more = f" ({len(problems) - 1} more record(s) are refused too)" if len(problems) > 1 else ""
         return todo, len(done), problems[0] + more

@@ -62,7 +62,7 @@ from fgbench.engine.train import NonFiniteLossError, train_model
 from fgbench.methods import BuildContext, MethodSpec
 from fgbench.metrics.cost import encode_cost
 from fgbench.metrics.retrieval import evaluate_codes
-from fgbench._plugins import PluginError, Registry
+from fgbench._plugins import PluginError, Registry, entry_point_packages
 from fgbench.protocol import Protocol, ProtocolError
 from fgbench.metrics.summaries import pr_curve_field, retrieval_examples_field
 from fgbench.records import RecordError, RunRecord, read_record, record_path, write_record
@@ -158,8 +158,6 @@ class JobRunner:
         """
         path = job.path(self.results_dir)
         record = read_record(path)
-        if record is None:
-            raise RecordError(f"{path}: not a run record; delete it to rerun the job")
         mspec = self.registry.methods.get(job.method)
         mismatch = identity_mismatch(job, record, self.config(job.method), method_version(mspec))
         if mismatch:
@@ -183,9 +181,7 @@ class JobRunner:
             removed = remove_orphans(path, checkpoint_too=path.exists())
         finally:
             lock.release()
-        if removed:
-            warn(f"{job.label}: removed {len(removed)} file(s) left by an interrupted run "
-                 f"({', '.join(p.name for p in removed)})")
+        _report_removed(job, removed, "file(s)", warn)
         return True
 
     def run(self, job: Job, log: Callable[[str], None] = print,
@@ -231,10 +227,7 @@ class JobRunner:
         return record
 
     def _remove_orphans(self, job: Job, path: Path, warn: Callable[[str], None]) -> None:
-        removed = remove_orphans(path)
-        if removed:
-            warn(f"{job.label}: removed {len(removed)} temporary file(s) left by an interrupted run "
-                 f"({', '.join(p.name for p in removed)})")
+        _report_removed(job, remove_orphans(path), "temporary file(s)", warn)
 
     def _run_distributed(self, job: Job, path: Path, log: Callable[[str], None],
                          warn: Callable[[str], None]) -> RunRecord | None:
@@ -375,6 +368,13 @@ def _weights_source(model: torch.nn.Module) -> str:
     return "; ".join(sources) if sources else "n/a (no fgbench backbone)"
 
 
+def _report_removed(job: Job, removed: list[Path], what: str, warn: Callable[[str], None]) -> None:
+    """One warning naming the files (``what``) a killed run of ``job`` left and that were removed (none: nothing)."""
+    if removed:
+        warn(f"{job.label}: removed {len(removed)} {what} left by an interrupted run "
+             f"({', '.join(p.name for p in removed)})")
+
+
 def _quiet(_message: str) -> None:
     """Warnings of ranks other than 0."""
 
@@ -397,9 +397,8 @@ def _version_of(source: str, module: str) -> str:
         return source  # "<distribution> <version>", as the plugin host records entry-point plugins
     top = module.split(".")[0]
     try:
-        for ep in metadata.entry_points(group="fgbench"):
-            if ep.value.split(":")[0].split(".")[0] == top and getattr(ep, "dist", None) is not None:
-                return f"{ep.dist.name} {ep.dist.version}"
+        if top in (owners := entry_point_packages()):
+            return owners[top]
         names = metadata.packages_distributions().get(top) or []
         if names:
             dist = metadata.distribution(names[0])

@@ -46,6 +46,7 @@ from fgbench._atomic import atomic_output, atomic_write_bytes, atomic_write_text
 from fgbench.data.base import SPLITS, Split
 from fgbench.data.official.images import FileSplit, ListedDataset, load_resized
 from fgbench.data.official.images import progress as progress_bar
+from fgbench.errors import first_line
 
 CACHE_DIRNAME = ".fgbench-cache"
 DEFAULT_SIZE = 256
@@ -120,7 +121,7 @@ def _inspect(dataset: ListedDataset, root: Path, size: int) -> tuple[CacheState,
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
-        return CacheState("stale", f"{meta_path}: damaged decoded-cache metadata ({_first_line(exc)})", directory,
+        return CacheState("stale", f"{meta_path}: damaged decoded-cache metadata ({first_line(exc)})", directory,
                           damaged=True), {}
     if not isinstance(meta, dict):
         return CacheState("stale", f"{meta_path}: damaged decoded-cache metadata (not a JSON object)", directory,
@@ -137,17 +138,12 @@ def _inspect(dataset: ListedDataset, root: Path, size: int) -> tuple[CacheState,
     except _Damaged as exc:
         return CacheState("stale", str(exc), directory, damaged=True), {}
     except OSError as exc:
-        return CacheState("stale", f"{directory}: unreadable cache ({_first_line(exc)})", directory), {}
+        return CacheState("stale", f"{directory}: unreadable cache ({first_line(exc)})", directory), {}
     for split in SPLITS:
         if not np.array_equal(arrays[split]["labels"], dataset.listing.splits[split].labels):
             labels = directory / f"{split}.labels.npy"
             return CacheState("stale", f"{labels}: labels differ from the list files", directory), {}
     return CacheState("valid", str(directory), directory), arrays
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _recorded(meta: dict, path: Path) -> tuple[int, str]:
@@ -174,7 +170,7 @@ def _verified_split(directory: Path, split: str, meta: dict) -> dict[str, np.nda
         try:
             arrays[kind] = np.load(io.BytesIO(data), allow_pickle=False)
         except (ValueError, OSError, EOFError) as exc:
-            raise _Damaged(f"{path}: decoded-cache index file is unreadable ({_first_line(exc)})") from None
+            raise _Damaged(f"{path}: decoded-cache index file is unreadable ({first_line(exc)})") from None
     offsets, shapes, labels = arrays["offsets"], arrays["shapes"], arrays["labels"]
     pixels = directory / f"{split}.pixels"
     sizes = np.prod(shapes.astype(np.int64), axis=1) if shapes.ndim == 2 and shapes.shape[1:] == (3,) else None

@@ -18,6 +18,7 @@ from fgbench.data.official.dataset import official_of
 from fgbench.data.official.images import progress as progress_bar
 from fgbench.data.official.images import verify_image
 from fgbench.data.official.listing import Problem, size_problems
+from fgbench.errors import first_line
 
 
 @dataclass
@@ -99,6 +100,6 @@ def _check_generic(spec: DatasetSpec, root: Path, progress: bool) -> CheckReport
                 split.load_array(i)
             except Exception as exc:  # noqa: BLE001 - report, keep checking
                 where = split.describe(i)
-                text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                text = first_line(exc)
                 report.problems.append(Problem(Path(where), text.removeprefix(f"{where}: ")))
     return report

@@ -12,6 +12,7 @@ from PIL import Image
 
 from fgbench.data.base import DatasetError, RetrievalDataset, Split, SplitName
 from fgbench.data.official.listing import Listing
+from fgbench.errors import first_line
 
 
 def _decode(path: Path, draft: bool = False) -> Image.Image:
@@ -28,8 +29,7 @@ def _decode(path: Path, draft: bool = False) -> Image.Image:
     except Image.DecompressionBombError as exc:
         raise DatasetError(f"{path}: image too large ({exc})") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DatasetError(f"{path}: cannot decode image ({reason})") from None
+        raise DatasetError(f"{path}: cannot decode image ({first_line(exc)})") from None
 
 
 def open_rgb(path: Path, crop_bottom: int = 0) -> Image.Image:

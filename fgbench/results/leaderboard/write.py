@@ -16,7 +16,7 @@ from fgbench.results.leaderboard.boards import Board, build_boards
 from fgbench.results.leaderboard.tables import divergence_warnings
 from fgbench.results.leaderboard.pages import (FIGURES_DIR, figure_stems, render_board, render_csv, render_docs_page,
                                                render_summary)
-from fgbench.errors import LeaderboardError
+from fgbench.errors import LeaderboardError, first_line
 
 
 @dataclass
@@ -57,9 +57,8 @@ def write_figures(board: Board, fig_dir: Path, datasets: DatasetLoader | None, r
         ds = datasets(board.dataset)
         query, database = ds.split("test"), ds.split("train")
     except Exception as exc:  # noqa: BLE001 - any reason the images cannot be had
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         report.notes.append(f"retrieval panel of {board.slug} not redrawn: dataset {board.dataset} unavailable "
-                            f"({reason}); an existing panel is kept")
+                            f"({first_line(exc)}); an existing panel is kept")
         return
     bits, seed, examples = board.row(m).examples  # type: ignore[misc]
     fig = figures.retrieval_panel(f"{m} on {board.dataset} ({board.protocol}), {bits} bits, seed {seed}",
