@@ -180,3 +180,21 @@ def test_an_fgbench_bug_is_not_turned_into_a_user_error(monkeypatch) -> None:  #
     res = CliRunner().invoke(main, ["list"])
     assert res.exit_code == 1 and isinstance(res.exception, ValueError)
     assert "Error: an fgbench bug" not in res.output
+
+
+def test_a_missing_dataset_stops_the_grid_in_one_line_before_anything_is_written(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Not one FAILED line per job: the dataset is loaded once, up front, and nothing is created."""
+    from fgbench.errors import DatasetError
+
+    def missing(_root):  # type: ignore[no-untyped-def]
+        raise DatasetError("gone: not found at /nowhere/gone; download it first")
+
+    gone = dataclasses.replace(tiny_embedded(), name="gone", load=missing)
+    results = tmp_path / "results"
+    with registered_plugin(spec_plugin("gone-plugin", methods=[TOY_SPEC], datasets=[gone])):
+        res = CliRunner().invoke(main, ["run", "--methods", "toy", "--datasets", "gone", "--bits", "8,16",
+                                        "--results", str(results), "-q"])
+    assert res.exit_code == 1 and "Traceback" not in res.output, res.output
+    assert res.output.strip().splitlines()[-1] == "Error: gone: not found at /nowhere/gone; download it first"
+    assert "FAILED" not in res.output
+    assert not [p for p in results.rglob("*") if p.is_file() or p.is_dir()]

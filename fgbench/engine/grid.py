@@ -75,7 +75,8 @@ def run_grid(runner: JobRunner, jobs: list[Job], echo: Echo, what: str) -> list[
 
     Before any job trains: the device options are resolved, every method's
     config built once (an invalid one is an error, not a failure of every
-    job), the initial weights of every job to run found and checked
+    job), every dataset of a job to run loaded (a missing one is one line),
+    the initial weights of every job to run found and checked
     (:func:`fgbench.backbones.resolve_weights`), and every existing record
     is read and its identity compared with its job
     (:meth:`fgbench.engine.runner.JobRunner.check_done`): a record that is
@@ -103,6 +104,8 @@ def run_grid(runner: JobRunner, jobs: list[Job], echo: Echo, what: str) -> list[
     todo, done, refusal = distributed.broadcast_object(decision)
     if refusal:
         raise RecordError(refusal)
+    for name in sorted({j.dataset for j in todo}):
+        runner.dataset(name)  # loaded once for all its jobs: missing or damaged is one line now, not a failure of each
     for backbone, weights, dataset in sorted({(j.protocol.backbone, j.protocol.weights, j.dataset) for j in todo}):
         # the initial weights of every job to run, found and checked before the first one trains
         resolve_weights(backbone, weights, runner.registry.datasets.get(dataset).weights_providers)
