@@ -124,14 +124,30 @@ def _describe(kind: str, path: Path | None) -> str:
             "file": f"--backbone-weights {path}"}.get(kind, str(path))
 
 
-def imagenet_checkpoint(name: str) -> tuple[str, str, Path]:
-    """``(weights enum name, download url, expected path in the torch hub cache)`` of ``name``'s ImageNet weights.
+#: the ImageNet weights version a paper's ``pretrained=True`` loads (torchvision's original checkpoint)
+IMAGENET_V1 = "imagenet1k_v1"
+
+
+def imagenet_versions(name: str) -> tuple[str, ...]:
+    """The ImageNet weights versions torchvision has for backbone ``name`` (``imagenet1k_v1``, maybe ``_v2``)."""
+    if name not in BACKBONES:
+        return ()
+    return tuple(w.name.lower() for w in getattr(torchvision.models, BACKBONES[name][1]))
+
+
+def imagenet_checkpoint(name: str, version: str = IMAGENET_V1) -> tuple[str, str, Path]:
+    """``(weights enum name, download url, expected path in the torch hub cache)`` of ``name``'s ImageNet weights
+    ``version`` (the protocol's ``imagenet_weights``: ``imagenet1k_v1`` is what ``pretrained=True`` loads).
 
     The path is where torchvision's weights API looks first:
     ``torch.hub.get_dir()/checkpoints/<file name of the url>`` (``$TORCH_HOME/hub``,
     default ``~/.cache/torch/hub``).
     """
-    weights = getattr(torchvision.models, BACKBONES[name][1]).DEFAULT
+    enum = getattr(torchvision.models, BACKBONES[name][1])
+    if version.lower() not in imagenet_versions(name):
+        raise BackboneError(f"imagenet_weights {version}: torchvision has only {', '.join(imagenet_versions(name))} "
+                            f"for {name}; --set imagenet_weights=imagenet1k_v1")
+    weights = enum[version.upper()]
     url = str(weights.url)
     filename = os.path.basename(urllib.parse.urlparse(url).path)
     return str(weights), url, Path(torch.hub.get_dir()) / "checkpoints" / filename
@@ -141,8 +157,8 @@ _HASH_IN_NAME = re.compile(r"-([a-f0-9]+)\.")  # torch.hub's convention: <name>-
 _FITTING: set[tuple[str, str]] = set()  # (backbone, sha256) of files already checked to fit
 
 
-def resolve_weights(backbone: str, weights: str, providers: Mapping[str, WeightsProvider] | None = None
-                    ) -> WeightsSource:
+def resolve_weights(backbone: str, weights: str, providers: Mapping[str, WeightsProvider] | None = None,
+                    imagenet_version: str = IMAGENET_V1) -> WeightsSource:
     """Find and check the initial weights named by a protocol (downloading only torchvision's ImageNet checkpoint).
 
     Call it for every job's ``(protocol.backbone, protocol.weights)`` before
@@ -159,15 +175,17 @@ def resolve_weights(backbone: str, weights: str, providers: Mapping[str, Weights
             embedded dataset provides ``pretext:<size>``,
             :mod:`fgbench.data.pretext`), or a path to a state_dict file.
         providers: ``prefix -> provider(backbone, argument) -> (file, sha256)``.
+        imagenet_version: which torchvision ImageNet checkpoint ``"imagenet"`` means (the protocol's
+            ``imagenet_weights``); the label names it (``imagenet:ResNet50_Weights.IMAGENET1K_V1 ...``).
 
     Raises:
         BackboneError: one line naming the file and what to do.
     """
-    return _resolve(backbone, weights, providers)[0]
+    return _resolve(backbone, weights, providers, imagenet_version)[0]
 
 
-def _resolve(backbone: str, weights: str, providers: Mapping[str, WeightsProvider] | None = None
-             ) -> tuple[WeightsSource, dict[str, torch.Tensor] | None]:
+def _resolve(backbone: str, weights: str, providers: Mapping[str, WeightsProvider] | None = None,
+             imagenet_version: str = IMAGENET_V1) -> tuple[WeightsSource, dict[str, torch.Tensor] | None]:
     """:func:`resolve_weights`, plus the state dict when checking the file just loaded it (else None)."""
     if backbone not in BACKBONES:
         raise BackboneError(f"unknown backbone {backbone!r}; choose one of {', '.join(BACKBONES)}")
@@ -181,7 +199,7 @@ def _resolve(backbone: str, weights: str, providers: Mapping[str, WeightsProvide
         raise BackboneError(f"weights {weights!r} are provided by a dataset (the embedded one); pass that dataset's "
                             f"weights_providers, or use imagenet, random or a state_dict file")
     if weights == "imagenet":
-        enum_name, url, path = imagenet_checkpoint(backbone)
+        enum_name, url, path = imagenet_checkpoint(backbone, imagenet_version)
         if not path.is_file():
             failure = _download_checkpoint(url, path)
             if failure is not None:
@@ -267,7 +285,8 @@ def _parse_state(data: bytes, name: str, what: str) -> dict[str, torch.Tensor]:
 
 
 def build_backbone(name: str = "resnet50", weights: str = "imagenet",
-                   providers: Mapping[str, WeightsProvider] | None = None) -> Backbone:
+                   providers: Mapping[str, WeightsProvider] | None = None,
+                   imagenet_version: str = IMAGENET_V1) -> Backbone:
     """Build a backbone with the initial weights :func:`resolve_weights` finds for ``weights``.
 
     ``weights_source`` (recorded as the run record's ``backbone_weights``) is
@@ -276,7 +295,7 @@ def build_backbone(name: str = "resnet50", weights: str = "imagenet",
     Raises:
         BackboneError: unknown backbone, weights missing, damaged or not fitting (one line).
     """
-    source, state = _resolve(name, weights, providers)
+    source, state = _resolve(name, weights, providers, imagenet_version)
     model = BACKBONES[name][0](weights=None)
     if state is None:
         state = source.state_dict()
@@ -295,6 +314,8 @@ class BackboneFactory:
     weights: str
     #: ``(prefix, provider)`` pairs for weights a dataset supplies (``DatasetSpec.weights_providers``)
     providers: tuple[tuple[str, WeightsProvider], ...] = ()
+    #: the torchvision ImageNet checkpoint ``weights="imagenet"`` loads (the protocol's ``imagenet_weights``)
+    imagenet_version: str = IMAGENET_V1
 
     def __call__(self) -> Backbone:
-        return build_backbone(self.name, self.weights, dict(self.providers))
+        return build_backbone(self.name, self.weights, dict(self.providers), self.imagenet_version)

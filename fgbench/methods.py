@@ -72,7 +72,8 @@ class BuildContext:
         return cls(bits=bits, num_classes=num_classes, num_train=len(labels), train_labels=labels,
                    protocol=protocol, config=config, dataset=dataset, seed=seed,
                    backbone_factory=BackboneFactory(protocol.backbone, protocol.weights,
-                                                    tuple((weights_providers or {}).items())))
+                                                    tuple((weights_providers or {}).items()),
+                                                    protocol.imagenet_weights))
 
 
 @dataclass(frozen=True)

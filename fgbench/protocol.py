@@ -30,9 +30,11 @@ from fgbench.errors import ProtocolError
 STANDARD_BITS = (12, 24, 32, 48)
 PROTOCOL_NAMES = ("fair", "paper")
 MIN_BITS, MAX_BITS = 4, 256
-AUGMENTATIONS = ("crop-flip", "none")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("cosine", "step", "constant")
+RESIZE_SHAPES = ("short-side", "square")
+TRAIN_CROPS = ("random", "random-resized", "center")
+IMAGENET_WEIGHTS = ("imagenet1k_v1", "imagenet1k_v2")
 SELECTIONS = ("final", "val")  # "val" is refused by validate() until it is implemented
 
 
@@ -54,7 +56,6 @@ class Protocol:
     weights: str = "imagenet"
     input_size: int = 224
     resize_size: int = 256
-    augmentation: Literal["crop-flip", "none"] = "crop-flip"
     optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
     lr: float = 0.01
     backbone_lr_mult: float = 0.1
@@ -70,6 +71,16 @@ class Protocol:
     selection: Literal["final", "val"] = "final"
     val_fraction: float = 0.1
     eval_batch_size: int = 256
+    # -- input pipeline (issue 14, items 1 and 3); applied by fgbench.data.transforms on the CPU and the device.
+    #    ``resize_size``/``input_size`` above are the resize and the crop; the defaults are the ``fair`` pipeline.
+    resize_shape: Literal["short-side", "square"] = "short-side"
+    train_crop: Literal["random", "random-resized", "center"] = "random"
+    crop_scale: tuple[float, float] = (0.08, 1.0)
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    flip_p: float = 0.5
+    rotation: float = 0.0
+    color_jitter: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
+    imagenet_weights: Literal["imagenet1k_v1", "imagenet1k_v2"] = "imagenet1k_v1"
 
     def validate(self) -> "Protocol":
         """Return ``self`` when every field is usable and truthful, else raise :class:`ProtocolError`.
@@ -112,7 +123,7 @@ class Protocol:
         if self.input_size > self.resize_size:
             raise ProtocolError(f"input_size {self.input_size} > resize_size {self.resize_size}: the crop must fit "
                                 f"in the resized image; also --set resize_size=N with N >= {self.input_size}")
-        _choice("augmentation", self.augmentation, AUGMENTATIONS)
+        self._validate_pipeline()
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("schedule", self.schedule, SCHEDULES)
         if not (math.isfinite(self.lr) and self.lr > 0):
@@ -135,6 +146,30 @@ class Protocol:
                                 "epoch's); leave it at the default, final")
         return self
 
+    def _validate_pipeline(self) -> None:
+        """The input-pipeline fields (issue 14): each checked in one line naming the field and what to use."""
+        _choice("resize_shape", self.resize_shape, RESIZE_SHAPES)
+        _choice("train_crop", self.train_crop, TRAIN_CROPS)
+        _range("crop_scale", self.crop_scale, 0.0, 1.0, "e.g. --set crop_scale=0.08,1.0 (fractions of the image area)")
+        _range("crop_ratio", self.crop_ratio, 0.0, math.inf, "e.g. --set crop_ratio=0.75,1.3333 (width/height)")
+        if not (math.isfinite(self.flip_p) and 0.0 <= self.flip_p <= 1.0):
+            raise ProtocolError(f"flip_p {self.flip_p}: use a probability in [0, 1], e.g. --set flip_p=0.5")
+        if not (math.isfinite(self.rotation) and 0.0 <= self.rotation <= 180.0):
+            raise ProtocolError(f"rotation {self.rotation}: use degrees in [0, 180] (the angle is drawn from "
+                                f"[-rotation, rotation]), e.g. --set rotation=30")
+        jitter = tuple(self.color_jitter)
+        if (len(jitter) != 4 or not all(math.isfinite(j) and j >= 0 for j in jitter) or jitter[3] > 0.5):
+            raise ProtocolError(f"color_jitter {','.join(str(j) for j in jitter)}: use four strengths >= 0 "
+                                f"(brightness, contrast, saturation, hue <= 0.5), e.g. --set color_jitter=0.5,0.5,0.5,0.5")
+        _choice("imagenet_weights", self.imagenet_weights, IMAGENET_WEIGHTS)
+        if self.weights == "imagenet":
+            from fgbench.backbones import imagenet_versions  # lazy: keeps this module light
+
+            if self.imagenet_weights not in imagenet_versions(self.backbone):
+                raise ProtocolError(f"imagenet_weights {self.imagenet_weights}: torchvision has only "
+                                    f"{', '.join(imagenet_versions(self.backbone))} for {self.backbone}; "
+                                    f"--set imagenet_weights=imagenet1k_v1")
+
     def _validate_milestones(self) -> None:
         ms = [int(m) for m in self.milestones]
         if not ms:
@@ -149,6 +184,7 @@ class Protocol:
     def replace(self, **changes: Any) -> "Protocol":
         """A copy with fields changed; strings are converted to the field types."""
         names = {f.name for f in dataclasses.fields(self)}
+        changes = _legacy_augmentation(changes)
         unknown = sorted(set(changes) - names)
         if unknown:
             raise ProtocolError(f"unknown protocol field(s): {', '.join(unknown)}; valid: {', '.join(sorted(names))}")
@@ -163,6 +199,15 @@ class Protocol:
                     conv[key] = tuple(int(v) for v in conv[key])
                 except (TypeError, ValueError):
                     raise ProtocolError(f"option {key}: cannot read {conv[key]!r} as integers") from None
+        for key in ("crop_scale", "crop_ratio", "color_jitter"):
+            if key in conv:
+                try:
+                    conv[key] = tuple(float(v) for v in conv[key])
+                except (TypeError, ValueError):
+                    raise ProtocolError(f"option {key}: cannot read {conv[key]!r} as numbers") from None
+        for key in ("flip_p", "rotation"):
+            if key in conv and isinstance(conv[key], int) and not isinstance(conv[key], bool):
+                conv[key] = float(conv[key])
         return dataclasses.replace(self, **conv)
 
     def to_dict(self) -> dict[str, Any]:
@@ -174,9 +219,54 @@ class Protocol:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "Protocol":
+        """The protocol a record stores; records written before the pipeline fields read as what they ran
+        (:func:`upgrade_protocol_dict`)."""
         names = {f.name for f in dataclasses.fields(cls)}
-        kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in names}
+        kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in upgrade_protocol_dict(d).items() if k in names}
         return cls(**kw)
+
+
+#: the legacy ``augmentation`` field (records before issue 14) as the pipeline fields it meant; the resize, crop
+#: and test pipeline were ``resize_size`` (short side), ``input_size`` and the centre crop, as they still are.
+LEGACY_AUGMENTATION: dict[str, dict[str, Any]] = {
+    "crop-flip": {"train_crop": "random", "flip_p": 0.5},
+    "none": {"train_crop": "center", "flip_p": 0.0},
+}
+_LEGACY_DEFAULTS = {"resize_shape": "short-side", "rotation": 0.0, "color_jitter": (0.0, 0.0, 0.0, 0.0)}
+
+
+def _legacy_augmentation(changes: Mapping[str, Any]) -> dict[str, Any]:
+    """``changes`` with a legacy ``augmentation`` name replaced by the fields it stands for (explicit ones win)."""
+    out = dict(changes)
+    if "augmentation" not in out:
+        return out
+    name = str(out.pop("augmentation")).strip()
+    if name not in LEGACY_AUGMENTATION:
+        raise ProtocolError(f"augmentation {name!r}: choose one of {', '.join(LEGACY_AUGMENTATION)} (an old name for "
+                            f"train_crop/flip_p; set those fields instead)")
+    return {**LEGACY_AUGMENTATION[name], **out}
+
+
+def upgrade_protocol_dict(d: Mapping[str, Any]) -> dict[str, Any]:
+    """A recorded protocol with fields added since it was written filled in with what the run actually used.
+
+    * ``augmentation`` (before issue 14): ``crop-flip`` is ``train_crop=random, flip_p=0.5``, ``none`` is
+      ``train_crop=center, flip_p=0``, both with the short-side resize and no rotation or colour jitter.
+    * ``imagenet_weights`` absent with ``weights=imagenet``: fgbench loaded torchvision's ``DEFAULT`` weights,
+      ``imagenet1k_v2`` where the backbone has them (ResNet-50/101), else ``imagenet1k_v1``.
+
+    Fields still absent stay absent (a resume compares them with the field's default).
+    """
+    try:
+        out = {**_LEGACY_DEFAULTS, **_legacy_augmentation(d)} if "augmentation" in d else dict(d)
+    except ProtocolError:  # not a name fgbench ever wrote: left for the comparison to show
+        out = dict(d)
+    if "imagenet_weights" not in out and out.get("weights") == "imagenet":
+        from fgbench.backbones import imagenet_versions  # lazy: keeps this module light
+
+        versions = imagenet_versions(str(out.get("backbone", Protocol.backbone)))
+        out["imagenet_weights"] = "imagenet1k_v2" if "imagenet1k_v2" in versions else "imagenet1k_v1"
+    return out
 
 
 def is_named_weights(weights: str) -> bool:
@@ -205,6 +295,14 @@ def _finite_at_least(field: str, value: float, least: float) -> None:
 def _choice(field: str, value: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         raise ProtocolError(f"{field} {value!r}: choose one of {', '.join(allowed)}")
+
+
+def _range(field: str, value: tuple[float, ...], low: float, high: float, example: str) -> None:
+    """A ``(min, max)`` pair with ``low < min <= max <= high``."""
+    pair = tuple(value)
+    if len(pair) != 2 or not all(math.isfinite(v) for v in pair) or not low < pair[0] <= pair[1] <= high:
+        raise ProtocolError(f"{field} {','.join(str(v) for v in pair)}: use min,max with {low:g} < min <= max"
+                            f"{'' if math.isinf(high) else f' <= {high:g}'}; {example}")
 
 
 def _no_repeats(option: str, values: tuple[int, ...]) -> None:

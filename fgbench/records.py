@@ -83,6 +83,9 @@ class RunRecord:
     # One line saying why training is considered diverged (non-finite or exploded loss), None when it is not;
     # the leaderboard flags such rows.
     divergence: str | None = None
+    # Where each pipeline's pixels came from: {"train"|"query"|"database": "decoded-cache@256" | "original files"
+    # | ...}; a decoded copy is used only when the pipeline starts with exactly its resize (never upsampled).
+    input_source: dict[str, str] = field(default_factory=dict)
     record_version: int = RECORD_VERSION
 
     def to_json(self) -> str:
@@ -227,7 +230,7 @@ class _Invalid(Exception):
 
 _REQUIRED = ("method", "dataset", "bits", "seed", "protocol", "metrics", "cost", "train_seconds", "eval_seconds",
              "environment")
-_DICT_FIELDS = ("environment", "method_config", "training", "engine")
+_DICT_FIELDS = ("environment", "method_config", "training", "engine", "input_source")
 _STR_FIELDS = ("method_source", "backbone_weights", "model_selection", "method_version")
 _COUNT_FIELDS = ("queries_without_relevant", "num_query", "num_database")
 # metrics whose contract is a fraction (mAP, precision/recall at k or at a radius): must lie in [0, 1]
@@ -311,8 +314,9 @@ def _check_protocol(value: Any) -> None:
         elif isinstance(default, tuple):
             if not isinstance(v, (list, tuple)):
                 raise _Invalid(where, f"is {_show(v)}, not a list")
+            real = bool(default) and isinstance(default[0], float)  # crop_scale, color_jitter, ...
             for i, item in enumerate(v):
-                _int(item, f"{where}[{i}]")
+                (_real if real else _int)(item, f"{where}[{i}]")
 
 
 def _name(value: Any, field_name: str, kind: str) -> str:

@@ -136,7 +136,7 @@ def test_device_augment_has_the_cpu_crop_and_flip_distribution() -> None:
 
 
 def test_none_augmentation_uses_the_centre_crop_in_training() -> None:
-    proto = dataclasses.replace(PROTO, augmentation="none")
+    proto = dataclasses.replace(PROTO, train_crop="center", flip_p=0.0)
     aug = DeviceAugment(proto, train=True, device=torch.device("cpu"))
     top, left, flip = aug.sample(torch.tensor([[32, 41]]))
     assert (int(top), int(left), bool(flip)) == (4, int(round((41 - 24) / 2)), False)

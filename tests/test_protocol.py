@@ -73,7 +73,7 @@ def test_fair_protocol_is_identical_for_every_method(toy_host) -> None:  # type:
     ({"schedule": "step", "milestones": (0,)}, "increasing epochs >= 1"),
     ({"optimizer": "rmsprop"}, "optimizer"),
     ({"schedule": "linear"}, "schedule"),
-    ({"augmentation": "mixup"}, "augmentation"),
+    ({"train_crop": "mixup"}, "train_crop"),
     ({"backbone": "vgg16"}, "backbone 'vgg16'"),
     ({"weights": "pretext:big"}, "pretext:SIZE"),
     ({"selection": "val"}, "not implemented yet"),

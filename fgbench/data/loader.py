@@ -1,8 +1,10 @@
 """From a :class:`~fgbench.data.base.Split` to batches: the one place a ``DataLoader`` is built.
 
-:class:`SplitDataset` yields ``(image tensor, label, index)`` with a transform
-of :mod:`fgbench.data.transforms`; :func:`make_loader` builds every loader of
-the harness (training, encoding, pretext) from :class:`LoaderOptions`.
+:func:`input_split` picks the copy of a split a protocol's pipeline reads (a decoded cache only when the
+pipeline starts with exactly its resize, else the original files) and says which; :class:`SplitDataset`
+yields ``(image tensor, label, index)`` with a transform of :mod:`fgbench.data.transforms`;
+:func:`make_loader` builds every loader of the harness (training, encoding, pretext) from
+:class:`LoaderOptions`.
 """
 from __future__ import annotations
 
@@ -14,7 +16,29 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.transforms import v2
 
-from fgbench.data.base import DatasetError, Split
+from fgbench.data.base import DatasetError, RetrievalDataset, Split, SplitName
+from fgbench.data.transforms import decode_size
+from fgbench.protocol import Protocol
+
+#: what :func:`input_split` records for a dataset that keeps one copy of its images (embedded, Hugging Face)
+AS_LOADED = "as loaded by the dataset"
+
+
+def input_split(dataset: RetrievalDataset, which: SplitName, protocol: Protocol, train: bool) -> tuple[Split, str]:
+    """The split ``which`` as ``protocol``'s train (``train``) or eval pipeline reads it, and where its pixels
+    come from (the run record's ``input_source``).
+
+    A dataset with decoded caches (the official layouts: ``split_for_decode_size``) serves a cache only when it
+    holds exactly what the pipeline's first step makes of each image (:func:`~fgbench.data.transforms.decode_size`:
+    the short side at ``resize_size``): ``"decoded-cache@<size>"``; otherwise the image files as read,
+    ``"original files"``.  No image is ever upsampled from a smaller cached copy.  Other datasets keep one copy:
+    :data:`AS_LOADED`.
+    """
+    chooser = getattr(dataset, "split_for_decode_size", None)
+    if chooser is None:
+        return dataset.split(which), AS_LOADED
+    return chooser(which, decode_size(protocol, train))
+
 
 class SplitDataset(Dataset):
     """A split as a torch Dataset of ``(image tensor, label, index)``."""

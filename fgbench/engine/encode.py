@@ -40,7 +40,7 @@ def encode_split(
     was_training = model.training
     model.eval()
     if gpu_augment:
-        dataset = SplitDataset(split, uint8_transform(protocol), indices)
+        dataset = SplitDataset(split, uint8_transform(protocol, train=False), indices)
         augment: DeviceAugment | None = DeviceAugment(protocol, train=False, device=runtime.device,
                                                       channels_last=runtime.channels_last)
         loader = make_loader(dataset, loader_options, batch_size=protocol.eval_batch_size, collate_fn=pad_collate)

@@ -106,9 +106,10 @@ def run_grid(runner: JobRunner, jobs: list[Job], echo: Echo, what: str) -> list[
         raise RecordError(refusal)
     for name in sorted({j.dataset for j in todo}):
         runner.dataset(name)  # loaded once for all its jobs: missing or damaged is one line now, not a failure of each
-    for backbone, weights, dataset in sorted({(j.protocol.backbone, j.protocol.weights, j.dataset) for j in todo}):
+    for backbone, weights, version, dataset in sorted({(j.protocol.backbone, j.protocol.weights,
+                                                         j.protocol.imagenet_weights, j.dataset) for j in todo}):
         # the initial weights of every job to run, found and checked before the first one trains
-        resolve_weights(backbone, weights, runner.registry.datasets.get(dataset).weights_providers)
+        resolve_weights(backbone, weights, runner.registry.datasets.get(dataset).weights_providers, version)
     echo(f"{len(jobs)} job(s): {done} already done, {len(todo)} to run ({what})")
     failures: list[tuple[str, str]] = []
     with sigterm_as_interrupt():

@@ -51,6 +51,7 @@ import torch
 from fgbench._atomic import temp_files_of
 from fgbench.backbones import Backbone
 from fgbench.data.base import RetrievalDataset
+from fgbench.data.loader import input_split
 from fgbench import _faults as faults
 from fgbench._version import __version__
 from fgbench.engine import distributed
@@ -63,7 +64,7 @@ from fgbench.methods import BuildContext, MethodSpec
 from fgbench.metrics.cost import encode_cost
 from fgbench.metrics.retrieval import evaluate_codes
 from fgbench._plugins import PluginError, Registry, entry_point_packages
-from fgbench.protocol import Protocol, ProtocolError
+from fgbench.protocol import Protocol, ProtocolError, upgrade_protocol_dict
 from fgbench.metrics.summaries import pr_curve_field, retrieval_examples_field
 from fgbench.records import RecordError, RunRecord, read_record, record_path, write_record
 
@@ -273,14 +274,15 @@ class JobRunner:
         version = method_version(mspec)
         weights = _weights_source(model)
         meta = job_identity(job, config, version)
-        train_result = train_model(model, dataset.split("train"), job.protocol, runtime, self.options, job.seed,
+        train_split, train_source = input_split(dataset, "train", job.protocol, train=True)
+        train_result = train_model(model, train_split, job.protocol, runtime, self.options, job.seed,
                                    checkpoint_path=path.with_suffix(".ckpt"), desc=job.label, checkpoint_meta=meta,
                                    warn=warn if runtime.is_main else _quiet)
         if not runtime.is_main:
             return None
         t0 = time.perf_counter()
-        query = dataset.split("test")
-        database = dataset.split("train")
+        query, query_source = input_split(dataset, "test", job.protocol, train=False)
+        database, database_source = input_split(dataset, "train", job.protocol, train=False)
         progress = self.options.progress
         lo = loader_options_for(runtime, self.options)
         q_codes = encode_split(model, query, job.protocol, runtime, lo, progress=progress, desc="encode query",
@@ -330,6 +332,7 @@ class JobRunner:
             retrieval_examples=retrieval_examples_field(q_codes, d_codes, q_labels, d_labels),
             method_version=version,
             divergence=divergence_reason(train_result.epoch_losses),
+            input_source={"train": train_source, "query": query_source, "database": database_source},
         )
 
     def _cost(self, job: Job, model: Any) -> dict[str, Any]:
@@ -451,7 +454,7 @@ def identity_mismatch(job: Job, record: RunRecord, config: Any, version: str, li
     for key in ("method", "dataset", "bits", "seed"):
         if getattr(record, key) != now[key]:
             differ(key, getattr(record, key), now[key])
-    recorded_protocol = record.protocol if isinstance(record.protocol, dict) else {}
+    recorded_protocol = upgrade_protocol_dict(record.protocol) if isinstance(record.protocol, dict) else {}
     defaults = _defaults(type(job.protocol))
     for key, value in now["protocol"].items():
         if key in recorded_protocol:

@@ -189,8 +189,13 @@ def _verified_split(directory: Path, split: str, meta: dict) -> dict[str, np.nda
     return arrays
 
 
-def attach(dataset: ListedDataset, root: Path, size: int = DEFAULT_SIZE) -> bool:
-    """Serve ``dataset`` from its cache if valid; warn (once per call) if stale or damaged.  Returns whether attached."""
+def cached_splits(dataset: ListedDataset, root: Path, size: int = DEFAULT_SIZE) -> dict[str, Split] | None:
+    """The splits of ``dataset``'s cache at ``size`` if valid, else None; looked up once per dataset and size.
+
+    A stale or damaged cache is ignored with one warning naming it (the JPEGs are read instead).
+    """
+    if size in dataset.cached_by_size:
+        return dataset.cached_by_size[size]
     state, arrays = _inspect(dataset, root, size)
     if state.state == "stale":
         what = "damaged" if state.damaged else "stale"
@@ -198,12 +203,28 @@ def attach(dataset: ListedDataset, root: Path, size: int = DEFAULT_SIZE) -> bool
             f"{dataset.name}: ignoring {what} decoded cache ({state.reason}); reading JPEGs. "
             f"Rebuild with `fgbench data prepare {dataset.name} --size {size}`"
             + (f" (or delete {state.directory})" if state.damaged else ""),
-            stacklevel=3,
+            stacklevel=4,
         )
-    if state.state != "valid":
+    splits: dict[str, Split] | None = None
+    if state.state == "valid":
+        splits = {s: CachedSplit(state.directory, s, dataset.file_split(s), arrays[s]["offsets"], arrays[s]["shapes"])
+                  for s in SPLITS}
+    dataset.cached_by_size[size] = splits
+    return splits
+
+
+def attach(dataset: ListedDataset, root: Path, size: int = DEFAULT_SIZE) -> bool:
+    """Serve ``dataset`` from its cache if valid; warn (once per call) if stale or damaged.  Returns whether attached.
+
+    Also makes every cache below ``root`` available to :meth:`ListedDataset.split_for_decode_size`, which picks
+    the one of the size a protocol's pipeline starts from.
+    """
+    dataset.cache_root = Path(root)
+    dataset.cached_by_size.pop(size, None)  # inspect again (and warn again) on every attach
+    splits = cached_splits(dataset, root, size)
+    if splits is None:
         return False
-    dataset.use_splits({s: CachedSplit(state.directory, s, dataset.file_split(s), arrays[s]["offsets"],
-                                       arrays[s]["shapes"]) for s in SPLITS})
+    dataset.use_splits(splits)
     return True
 
 

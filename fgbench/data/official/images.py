@@ -118,6 +118,10 @@ class ListedDataset(RetrievalDataset):
         self.splits: dict[str, Split] = {
             s: FileSplit(sl.paths, sl.labels, crop_bottom) for s, sl in listing.splits.items()
         }
+        #: the data root whose decoded caches may serve this dataset (set when loaded with ``use_cache``)
+        self.cache_root: Path | None = None
+        #: decoded caches looked up so far: short side -> splits, or None (absent, stale or damaged)
+        self.cached_by_size: dict[int, dict[str, Split] | None] = {}
 
     def split(self, which: SplitName) -> Split:
         return self.splits[which]
@@ -126,6 +130,21 @@ class ListedDataset(RetrievalDataset):
         """The split read from image files (even when a cache is attached)."""
         sl = self.listing.splits[which]
         return FileSplit(sl.paths, sl.labels, self.crop_bottom)
+
+    def split_for_decode_size(self, which: SplitName, size: int | None) -> tuple[Split, str]:
+        """The split a pipeline that can start from a ``size``-px short-side copy reads, and its source label.
+
+        ``decoded-cache@<size>`` when a valid decoded cache of exactly that size exists below
+        :attr:`cache_root`, else ``original files`` (``size`` None: the pipeline needs the image as read).  A cache
+        of another size is never used: a smaller one would be upsampled, a larger one resized twice.
+        """
+        if size is not None and self.cache_root is not None:
+            from fgbench.data.official import cache  # lazy: cache imports this module
+
+            splits = cache.cached_splits(self, self.cache_root, size)
+            if splits is not None:
+                return splits[which], f"decoded-cache@{size}"
+        return self.file_split(which), "original files"
 
     def use_splits(self, splits: Mapping[str, Split]) -> None:
         """Replace the splits (the decoded cache attaches itself this way)."""

@@ -354,12 +354,18 @@ SPEC = MethodSpec(
             flops_g={"resnet50@12": 4.35, "resnet18@12": 1.67},
         ),
     ),
-    # Sec. 4.1: resize 255, random crop 224; SGD momentum 0.9, weight decay 5e-4;
-    # 100 epochs, lr 0.001 divided by 10 at epoch 70; batch 16 (CUB, Aircraft), 64 otherwise.
+    # Sec. 4.1: SGD momentum 0.9, weight decay 5e-4; 100 epochs, lr 0.001 divided by 10 at epoch 70;
+    # batch 16 (CUB, Aircraft), 64 otherwise.
+    # Pipeline, Sec. 4.1 (data preprocessing): every image resized to 255 x 255 (square), random crop 224 at
+    # training, centre crop 224 at test; no flip or other augmentation is listed.  ImageNet weights: the paper
+    # says ImageNet-pretrained ResNet-50/18 and names no version: torchvision's pretrained=True = V1.
     paper_recipe={
-        "default": {"backbone": "resnet50", "input_size": 224, "resize_size": 255, "optimizer": "sgd",
+        "default": {"backbone": "resnet50", "optimizer": "sgd",
                     "lr": 1e-3, "backbone_lr_mult": 1.0, "momentum": 0.9, "weight_decay": 5e-4,
-                    "schedule": "step", "milestones": (70,), "epochs": 100, "batch_size": 64},
+                    "schedule": "step", "milestones": (70,), "epochs": 100, "batch_size": 64,
+                    "input_size": 224, "resize_size": 255, "resize_shape": "square", "train_crop": "random",
+                    "flip_p": 0.0, "rotation": 0.0, "color_jitter": (0.0, 0.0, 0.0, 0.0),
+                    "imagenet_weights": "imagenet1k_v1"},
         "cub": {"batch_size": 16},
         "aircraft": {"batch_size": 16},
     },

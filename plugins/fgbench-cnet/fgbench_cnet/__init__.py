@@ -209,14 +209,20 @@ SPEC = MethodSpec(
             flops_g={"resnet50@12": 9.3546, "resnet50@24": 9.3546, "resnet50@32": 9.3547, "resnet50@48": 9.3547},
         ),
     ),
-    # Sec. 4.3: SGD momentum 0.9, weight decay 3e-4, 150 epochs ("iterations"), random crop 224 + flip,
-    # test resize 256 + centre crop 224; per-dataset lr / batch size.  One lr for all layers and the
-    # step decay (x0.1 at epoch 80) are from the authors' code (StepLR(step_size=80)).
+    # Sec. 4.3: SGD momentum 0.9, weight decay 3e-4, 150 epochs ("iterations"); per-dataset lr / batch size.
+    # One lr for all layers and the step decay (x0.1 at epoch 80) are from the authors' code
+    # (StepLR(step_size=80)).
+    # Pipeline, Sec. 4.3: train "crops a random region of the input image and then resizes it to 224x224 and
+    # flips it randomly horizontally" = RandomResizedCrop(224) (torchvision's default scale 0.08-1 and ratio
+    # 3/4-4/3: the paper gives none) + flip p=0.5; test "adjusted to 256 x 256, then centre-cropped to 224 x 224"
+    # (a square resize).  ImageNet weights: "pre-trained ResNet50" (Sec. 4.3), torchvision's pretrained=True = V1.
     paper_recipe={
         "default": {"backbone": "resnet50", "weights": "imagenet", "optimizer": "sgd", "momentum": 0.9,
-                    "weight_decay": 3e-4, "epochs": 150, "input_size": 224, "resize_size": 256,
-                    "augmentation": "crop-flip", "backbone_lr_mult": 1.0, "schedule": "step", "milestones": (80,),
-                    "lr": 0.008, "batch_size": 128},
+                    "weight_decay": 3e-4, "epochs": 150, "backbone_lr_mult": 1.0, "schedule": "step",
+                    "milestones": (80,), "lr": 0.008, "batch_size": 128,
+                    "input_size": 224, "resize_size": 256, "resize_shape": "square", "train_crop": "random-resized",
+                    "crop_scale": (0.08, 1.0), "crop_ratio": (3 / 4, 4 / 3), "flip_p": 0.5, "rotation": 0.0,
+                    "color_jitter": (0.0, 0.0, 0.0, 0.0), "imagenet_weights": "imagenet1k_v1"},
         "aircraft": {"lr": 0.0035, "batch_size": 32},
         "vegfru": {"lr": 0.005, "batch_size": 128},
         "cub": {"lr": 0.008, "batch_size": 128},

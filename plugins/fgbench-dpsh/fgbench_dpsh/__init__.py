@@ -85,7 +85,14 @@ SPEC = MethodSpec(
     config_cls=DPSHConfig,
     build=build,
     # Sec. 4: mini-batch 128; the paper trains CNN-F with SGD
-    paper_recipe={"default": {"batch_size": 128, "optimizer": "sgd"}},
+    # Pipeline: the paper describes no augmentation; the PyTorch code of the paper's group (jiangqy/DPSH-pytorch,
+    # DPSH_CIFAR_10.py) uses one transform for training and evaluation, Resize(256) (short side) +
+    # CenterCrop(224), no flip.  ImageNet weights: that code uses torchvision pretrained=True models = V1 (the
+    # paper's CNN-F is replaced by the protocol's backbone).
+    paper_recipe={"default": {"batch_size": 128, "optimizer": "sgd",
+                              "input_size": 224, "resize_size": 256, "resize_shape": "short-side",
+                              "train_crop": "center", "flip_p": 0.0, "rotation": 0.0,
+                              "color_jitter": (0.0, 0.0, 0.0, 0.0), "imagenet_weights": "imagenet1k_v1"}},
 )
 
 

@@ -287,10 +287,18 @@ SPEC = MethodSpec(
     # The paper's training recipe could not be read; these are the values of the third-party
     # re-implementation (aassxun/DSH_Analysis, adsh_exchnet.py): SGD lr 1e-4, momentum 0.9,
     # weight decay 1e-4, batch 16, lr / 10 for the last 5 of 40 outer iterations (README).
+    # Pipeline, from the same code (data/transform.py: train_transform, query_transform; adsh_exchnet.py trains
+    # on train_transform through data_loader.sample_dataloader): RandomResizedCrop(224) (torchvision defaults:
+    # scale 0.08-1, ratio 3/4-4/3) + flip p=0.5; query and database Resize(256) (short side) + CenterCrop(224).
+    # ImageNet weights: its models/resnet.py loads resnet50-19c8e357.pth, torchvision's original checkpoint = V1.
     paper_recipe={
-        "default": {"backbone": "resnet50", "input_size": 224, "resize_size": 256, "optimizer": "sgd", "lr": 1e-4,
+        "default": {"backbone": "resnet50", "optimizer": "sgd", "lr": 1e-4,
                     "backbone_lr_mult": 1.0, "momentum": 0.9, "weight_decay": 1e-4, "schedule": "step",
-                    "milestones": (35,), "epochs": 40, "batch_size": 16},
+                    "milestones": (35,), "epochs": 40, "batch_size": 16,
+                    "input_size": 224, "resize_size": 256, "resize_shape": "short-side",
+                    "train_crop": "random-resized", "crop_scale": (0.08, 1.0), "crop_ratio": (3 / 4, 4 / 3),
+                    "flip_p": 0.5, "rotation": 0.0, "color_jitter": (0.0, 0.0, 0.0, 0.0),
+                    "imagenet_weights": "imagenet1k_v1"},
     },
 )
 
