@@ -215,7 +215,9 @@ SPEC = MethodSpec(
     # Pipeline, Sec. 4.3: train "crops a random region of the input image and then resizes it to 224x224 and
     # flips it randomly horizontally" = RandomResizedCrop(224) (torchvision's default scale 0.08-1 and ratio
     # 3/4-4/3: the paper gives none) + flip p=0.5; test "adjusted to 256 x 256, then centre-cropped to 224 x 224"
-    # (a square resize).  ImageNet weights: "pre-trained ResNet50" (Sec. 4.3), torchvision's pretrained=True = V1.
+    # (a square resize; the authors' code, datacsv/data_interface.py, has the same train steps but resizes the
+    # test images' short side: Resize(256)).  ImageNet weights: the authors' model/ca_net.py builds
+    # torchvision resnet50(pretrained=True) = V1.
     paper_recipe={
         "default": {"backbone": "resnet50", "weights": "imagenet", "optimizer": "sgd", "momentum": 0.9,
                     "weight_decay": 3e-4, "epochs": 150, "backbone_lr_mult": 1.0, "schedule": "step",
