@@ -80,7 +80,8 @@ def plan_grid(registry: Registry, params: Mapping[str, Any]) -> GridPlan:
     method_sets, protocol_sets = parse_sets(tuple(p["sets"] or ()))
     fields = sorted(f.name for f in dataclasses.fields(Protocol) if f.name != "name")
     for key, value in protocol_sets.items():
-        if key not in fields and key != "name":  # name: refused by resolve_protocol, with what to do instead
+        if key not in fields and key not in ("name", "augmentation"):  # name: refused by resolve_protocol, with
+            # what to do instead; augmentation: the old name of train_crop/flip_p, translated by Protocol.replace
             raise click.BadParameter(f"{key}={value}: {key} is no protocol field (valid: {', '.join(fields)}); "
                                      f"a method option is METHOD.KEY=VALUE", param_hint="--set")
     notes += check_method_sets(registry, method_sets, method_names)
