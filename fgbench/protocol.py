@@ -158,9 +158,10 @@ class Protocol:
             raise ProtocolError(f"rotation {self.rotation}: use degrees in [0, 180] (the angle is drawn from "
                                 f"[-rotation, rotation]), e.g. --set rotation=30")
         jitter = tuple(self.color_jitter)
-        if (len(jitter) != 4 or not all(math.isfinite(j) and j >= 0 for j in jitter) or jitter[3] > 0.5):
+        if len(jitter) != 4 or not all(math.isfinite(j) and j >= 0 for j in jitter) or jitter[3] > 0.5:
             raise ProtocolError(f"color_jitter {','.join(str(j) for j in jitter)}: use four strengths >= 0 "
-                                f"(brightness, contrast, saturation, hue <= 0.5), e.g. --set color_jitter=0.5,0.5,0.5,0.5")
+                                f"(brightness, contrast, saturation, hue <= 0.5), "
+                                f"e.g. --set color_jitter=0.5,0.5,0.5,0.5")
         _choice("imagenet_weights", self.imagenet_weights, IMAGENET_WEIGHTS)
         if self.weights == "imagenet":
             from fgbench.backbones import imagenet_versions  # lazy: keeps this module light

@@ -221,7 +221,8 @@ def test_imagenet_checkpoint_is_loaded_and_recorded_with_its_checksum(torch_home
     path.parent.mkdir(parents=True)
     tmp.rename(path)
     monkeypatch.setattr(backbones, "imagenet_checkpoint",
-                        lambda name, version="imagenet1k_v1": ("ResNet18_Weights.IMAGENET1K_V1", "https://example.invalid/x.pth", path))
+                        lambda name, version="imagenet1k_v1": ("ResNet18_Weights.IMAGENET1K_V1",
+                                                               "https://example.invalid/x.pth", path))
     backbone = build_backbone("resnet18", "imagenet")
     assert torch.equal(_first_param(backbone), state["conv1.weight"])
     assert backbone.weights_source == f"imagenet:ResNet18_Weights.IMAGENET1K_V1 {path.name} sha256:{sha[:12]}"
