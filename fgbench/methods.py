@@ -138,13 +138,18 @@ class PaperResult:
     """mAP numbers reported in a paper, kept apart from measured ones.
 
     ``map`` maps dataset name -> {bits: mAP in [0, 1]}; ``source`` says where
-    the numbers were read (paper, table).
+    the numbers were read (paper, table).  ``params_m`` / ``flops_g`` are the
+    reported cost of the encode path, keyed ``"<backbone>@<bits>"`` (e.g.
+    ``"resnet50@12"``; G multiply-accumulates); ``cost_note`` explains any
+    difference between them and what ``fgbench profile`` measures (shown in
+    ``docs/costs.md``).
     """
 
     source: str
     map: Mapping[str, Mapping[int, float]]
     params_m: Mapping[str, float] = field(default_factory=dict)
     flops_g: Mapping[str, float] = field(default_factory=dict)
+    cost_note: str = ""
 
 
 @dataclass(frozen=True)
