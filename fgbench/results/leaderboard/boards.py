@@ -116,8 +116,10 @@ def _split_digits(text: str) -> list[str]:
     return out + ([cur] if cur else [])
 
 
-_SETTING_LABELS = (("backbone", "backbone {}"), ("weights", "weights `{}`"), ("input_size", "input {}"),
-                   ("resize_size", "resize {}"), ("augmentation", "augmentation {}"), ("optimizer", "{}"),
+_SETTING_LABELS = (("backbone", "backbone {}"), ("weights", "weights `{}`"), ("imagenet_weights", "ImageNet `{}`"),
+                   ("input_size", "input {}"), ("resize_size", "resize {}"), ("resize_shape", "{} resize"),
+                   ("augmentation", "augmentation {}"), ("train_crop", "{} crop"), ("flip_p", "flip p={}"),
+                   ("rotation", "rotation {}°"), ("color_jitter", "jitter {}"), ("optimizer", "{}"),
                    ("lr", "lr {}"), ("backbone_lr_mult", "backbone lr x{}"), ("weight_decay", "weight decay {}"),
                    ("schedule", "{} schedule"), ("epochs", "{} epochs"), ("batch_size", "batch {}"),
                    ("selection", "model selection `{}`"))
@@ -126,6 +128,8 @@ _SETTING_LABELS = (("backbone", "backbone {}"), ("weights", "weights `{}`"), ("i
 def _setting_summary(setting_json: str) -> str:
     """The protocol fields a reader compares, as one line (fields absent from the records are left out)."""
     p = json.loads(setting_json)
+    if p.get("weights") != "imagenet":
+        p.pop("imagenet_weights", None)  # only says which ImageNet weights when ImageNet weights are used
     return ", ".join(label.format(p[key]) for key, label in _SETTING_LABELS if key in p)
 
 
