@@ -590,9 +590,11 @@ def read_record(path: Path, *, check_path: bool = True) -> RunRecord:
 # --------------------------------------------------------------------------- codes sidecar
 CODES_FORMAT = "fgbench-codes-1"
 """Sidecar layout: an ``.npz`` (``np.savez_compressed``) holding ``format``, ``bits``, ``n_query``,
-``n_database``, ``query_bits``/``database_bits`` (the code matrices, bit 1 = entry > 0, flattened row-major
-and packed with ``np.packbits``: bits / 8 bytes a code) and ``query_labels``/``database_labels`` (the class
-indices the run scored them with, in the smallest integer type that holds them)."""
+``n_database``, ``query_labels``/``database_labels`` (the class indices the run scored the codes with, in the
+smallest integer type that holds them), ``classes`` (the distinct labels, sorted), ``centres`` (each class's
+majority code) and ``query_bits``/``database_bits``: each code XOR its class's centre (bit 1 = entry > 0),
+flattened row-major and packed with ``np.packbits``.  The XOR leaves mostly zero bits for codes that follow
+their class, which deflate shrinks (learned codes are far from random); it loses nothing."""
 
 _CODES_SUFFIX = ".codes.npz"
 
@@ -659,12 +661,20 @@ def encode_codes(query_codes: Any, database_codes: Any, query_labels: Any, datab
     d = _as_bool_codes(database_codes, "database codes")
     if q.shape[1] != d.shape[1]:
         raise ValueError(f"query codes have {q.shape[1]} bits, database codes {d.shape[1]}")
+    ql = _as_labels(query_labels, q.shape[0], "query labels")
+    dl = _as_labels(database_labels, d.shape[0], "database labels")
+    classes, inverse = np.unique(np.concatenate([ql, dl]), return_inverse=True)
+    both = np.concatenate([q, d])
+    ones = np.stack([np.bincount(inverse, weights=col, minlength=len(classes)) for col in both.T], axis=1)
+    counts = np.bincount(inverse, minlength=len(classes))[:, None]
+    centres = 2 * ones > counts  # each class's majority code
     buf = io.BytesIO()
     np.savez_compressed(buf, format=np.array(CODES_FORMAT), bits=np.int64(q.shape[1]),
                         n_query=np.int64(q.shape[0]), n_database=np.int64(d.shape[0]),
-                        query_bits=np.packbits(q.ravel()), database_bits=np.packbits(d.ravel()),
-                        query_labels=_as_labels(query_labels, q.shape[0], "query labels"),
-                        database_labels=_as_labels(database_labels, d.shape[0], "database labels"))
+                        classes=classes, centres=np.packbits(centres.ravel()),
+                        query_bits=np.packbits((q ^ centres[inverse[:len(ql)]]).ravel()),
+                        database_bits=np.packbits((d ^ centres[inverse[len(ql):]]).ravel()),
+                        query_labels=ql, database_labels=dl)
     return buf.getvalue()
 
 
@@ -688,16 +698,24 @@ def _decode_codes(data: bytes) -> StoredCodes:
             if str(z["format"]) != CODES_FORMAT:
                 raise ValueError(f"format {str(z['format'])!r}, expected {CODES_FORMAT!r}")
             bits, n_query, n_db = (int(z[k]) for k in ("bits", "n_query", "n_database"))
+            classes = z["classes"]
+            if classes.ndim != 1 or z["centres"].size != (len(classes) * bits + 7) // 8:
+                raise ValueError(f"centres hold {z['centres'].size} bytes for {len(classes)} classes")
+            centres = np.unpackbits(z["centres"], count=len(classes) * bits).astype(bool).reshape(-1, bits)
             sides = []
             for key, n in (("query", n_query), ("database", n_db)):
                 packed = z[f"{key}_bits"]
                 if packed.dtype != np.uint8 or packed.size != (n * bits + 7) // 8:
                     raise ValueError(f"{key}_bits holds {packed.size} bytes for {n} codes of {bits} bits")
-                codes = np.unpackbits(packed, count=n * bits).astype(bool).reshape(n, bits)
                 labels = z[f"{key}_labels"]
                 if labels.shape != (n,) or labels.dtype.kind not in "iu":
                     raise ValueError(f"{key}_labels has shape {labels.shape} dtype {labels.dtype}")
-                sides.append((codes, labels.astype(np.int64)))
+                labels = labels.astype(np.int64)
+                row = np.searchsorted(classes, labels)
+                if n and (row.max() >= len(classes) or (classes[row] != labels).any()):
+                    raise ValueError(f"{key}_labels hold a class without a centre")
+                codes = np.unpackbits(packed, count=n * bits).astype(bool).reshape(n, bits) ^ centres[row]
+                sides.append((codes, labels))
     except (OSError, KeyError, EOFError, zlib.error, zipfile.BadZipFile, TypeError) as exc:  # np.load's ways of saying "not an npz"
         raise ValueError(f"{type(exc).__name__}: {exc}") from None
     return StoredCodes(sides[0][0], sides[1][0], sides[0][1], sides[1][1])
