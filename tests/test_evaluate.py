@@ -155,8 +155,8 @@ def test_evaluate_gives_what_the_engine_gives_on_the_stored_codes(topk: int | No
             assert row["value"] == mean_average_precision(q, d, ql, dl, ties=row["ties"], topk=row["topk"])
         elif row["value"] is not None:
             assert row["value"] == ev.precision_at(10)
-        else:
-            assert row["ties"] != "average" and row["note"]
+        else:  # an evaluation without precision@k (the engine's lighter index/deephash ones): said so
+            assert not hasattr(ev, "precision_at") and row["note"]
     assert {p: p.read_bytes() for p in paths} == before  # re-scoring never rewrites a record
 
 
@@ -183,7 +183,7 @@ def test_evaluate_table_and_a_metric_registered_later(tmp_path: Path) -> None:
 @pytest.mark.parametrize("args, message", [
     (["nowhere"], "nowhere: no such results folder or record file"),
     (["{root}", "--metric", "nope"], "Unknown metric 'nope'"),
-    (["{root}", "--ties", "sideways"], "ties='sideways'"),
+    (["{root}", "--ties", "sideways"], "sideways"),
     (["{root}", "--topk", "0"], "0 is not in the range x>=1"),
 ])
 def test_evaluate_bad_options_are_one_line(args: list[str], message: str, tmp_path: Path) -> None:
@@ -242,3 +242,17 @@ def _csv(data: bytes) -> list[dict[str, str]]:
     import io
 
     return list(csv.DictReader(io.StringIO(data.decode())))
+
+
+def test_leaderboard_notes_an_unreadable_sidecar_and_keeps_the_records_metrics(tmp_path: Path) -> None:
+    root = tmp_path / "records"
+    good, bad = make_record(root, "alpha", 0), make_record(root, "alpha", 1)
+    codes_path(bad).write_bytes(b"not an npz")
+    report = lb.write_leaderboards(list(lb_records(root)), tmp_path / "out", figures=False)
+    assert [n for n in report.notes if "bits12-seed1.codes.npz: damaged or replaced" in n] == report.notes != []
+    (row,) = _csv((tmp_path / "out" / "tiny.conventions.csv").read_bytes())
+    assert row["runs"] == "2" and row["runs_with_codes"] == "1" and "1 run(s): codes unreadable" in row["note"]
+    assert float(row["map_average"]) == pytest.approx(mean_average_precision(*class_centre_codes(10 * 5)), abs=1e-6)
+    (metrics,) = _csv((tmp_path / "out" / "tiny.metrics.csv").read_bytes())
+    recorded = [read_record(p).metrics["map"] for p in (good, bad)]
+    assert metrics["map_runs"] == "2" and float(metrics["map"]) == pytest.approx(np.mean(recorded), abs=1e-6)

@@ -30,6 +30,7 @@ import pandas as pd
 
 from fgbench.errors import first_line
 from fgbench.metrics.base import MetricSpec
+from fgbench.metrics.retrieval import mean_average_precision
 from fgbench.records import CodesError, NoCodesError, RunRecord, read_codes
 from fgbench.results.leaderboard.boards import Board
 from fgbench.results.leaderboard.tables import md_table
@@ -37,6 +38,9 @@ from fgbench.results.rescore import AVERAGE, Convention, missing_metrics, peer_c
 
 NO_CODES = "no stored codes"
 UNREADABLE = "codes unreadable"
+
+
+_MAP = MetricSpec("map", "mAP@all, tie-averaged", lambda ev: ev.mean_average_precision)
 
 
 @dataclass
@@ -82,14 +86,12 @@ def score_records(records: Iterable[RunRecord], metrics: Sequence[MetricSpec] = 
                     s.filled.add(score.metric)
                 if score.metric == "map":
                     s.average = score.value
-            for conv, score in zip(peers, rescore(codes, [_MAP], peers)):
-                if score.value is not None:
-                    s.peers[conv.label] = score.value
+            for conv in peers:
+                s.peers[conv.label] = mean_average_precision(codes.query_codes, codes.database_codes,
+                                                             codes.query_labels, codes.database_labels,
+                                                             ties=conv.ties, topk=conv.topk)
         out.append(s)
     return out, notes
-
-
-_MAP = MetricSpec("map", "mAP under the evaluated convention", lambda ev: ev.mean_average_precision)
 
 
 def _runs(board: Board, scores: Sequence[RunScores]) -> dict[tuple[str, int], list[RunScores]]:
