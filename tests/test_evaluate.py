@@ -74,7 +74,8 @@ def test_codes_round_trip_exactly_and_are_verified(bits: int, tmp_path: Path) ->
     assert np.array_equal(codes.query_codes, q > 0) and np.array_equal(codes.database_codes, d > 0)
     assert np.array_equal(codes.query_labels, ql) and np.array_equal(codes.database_labels, dl)
     assert codes_path(path).name == f"bits{bits}-seed0.codes.npz"
-    assert json.loads(path.read_text())["record_version"] == 3
+    saved = json.loads(read_record(path).to_json())
+    assert saved["record_version"] == 3 and "path" not in saved  # where it was read from is never saved
 
 
 def test_damaged_or_missing_sidecar_is_one_line_naming_it_and_metrics_still_read(tmp_path: Path) -> None:

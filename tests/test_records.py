@@ -127,9 +127,16 @@ def test_types_are_strict_and_unknown_keys_ignored(tmp_path) -> None:  # type: i
              ("metrics", {"p@10": 0.5}, "field 'metrics.map' is missing"),
              ("cost", {"flops_g": "1.2"}, "field 'cost.flops_g' is '1.2', not a number"),
              ("divergence", "", "field 'divergence' is '', not null or a non-empty string"),
-             ("record_version", RECORD_VERSION + 1, "newer than this fgbench reads")]
+             ("record_version", RECORD_VERSION + 1, "newer than this fgbench reads"),
+             ("codes", {"file": "bits8-seed0.codes.npz"}, "field 'codes.sha256' is missing"),
+             ("codes", {"file": "bits8-seed0.codes.npz", "sha256": "ABC"}, "'ABC', not 64 lower-case hex digits"),
+             ("codes", {"file": "/etc/passwd", "sha256": "0" * 64}, "not this job's sidecar 'bits8-seed0.codes.npz'"),
+             ("path", "/elsewhere", "")]  # a record's location is never read from its JSON
     for key, value, message in cases:
         path.write_text(json.dumps({**base, key: value}))
+        if not message:
+            assert read_record(path).path == path
+            continue
         with pytest.raises(RecordError, match=re.escape(message)):
             read_record(path)
     path.write_text(json.dumps({**base, "added_in_a_later_version": [1, 2]}))
