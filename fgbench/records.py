@@ -633,8 +633,8 @@ def codes_path(record_file: Path | str) -> Path:
 
 
 def _as_bool_codes(codes: Any, what: str) -> np.ndarray:
-    if hasattr(codes, "detach"):  # a torch tensor, on any device
-        codes = codes.detach().cpu().numpy()
+    if hasattr(codes, "detach"):  # a torch tensor of any dtype (bfloat16 too), on any device
+        codes = (codes.detach() > 0).cpu().numpy()
     a = np.asarray(codes)
     if a.ndim != 2:
         raise ValueError(f"{what}: expected a (n, bits) matrix, got shape {a.shape}")

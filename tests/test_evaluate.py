@@ -78,6 +78,18 @@ def test_codes_round_trip_exactly_and_are_verified(bits: int, tmp_path: Path) ->
     assert saved["record_version"] == 3 and "path" not in saved  # where it was read from is never saved
 
 
+def test_codes_from_torch_tensors_of_any_float_dtype(tmp_path: Path) -> None:
+    import torch
+
+    q, d, ql, dl = class_centre_codes(3)
+    for dtype in (torch.float32, torch.bfloat16, torch.float16):
+        ref = write_codes(tmp_path / "bits12-seed0.json", torch.tensor(q, dtype=dtype), torch.tensor(d, dtype=dtype),
+                          torch.tensor(ql), torch.tensor(dl))
+        record = RunRecord("m", "tiny", 12, 0, PROTOCOL, {"map": 0.5}, {}, 0.0, 0.0, {}, codes=ref)
+        codes = read_codes(record, tmp_path / "bits12-seed0.json")
+        assert np.array_equal(codes.query_codes, q > 0) and np.array_equal(codes.database_labels, dl)
+
+
 def test_damaged_or_missing_sidecar_is_one_line_naming_it_and_metrics_still_read(tmp_path: Path) -> None:
     path = make_record(tmp_path, "alpha", 0)
     sidecar = codes_path(path)
