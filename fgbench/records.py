@@ -16,6 +16,17 @@ Record version 2 stores the per-query AP list compactly (see
 :func:`encode_per_query_ap`): at VegFru scale (116,931 queries) a version 1
 list took about 1.4 MB per record, the encoded field about 0.5 MB, with the
 same values.  Version 1 records are still read.
+
+Record version 3 keeps the job's binary codes: the query and database codes
+and the labels they were scored with, as packed bits in a sidecar file next
+to the record (``bits<B>-seed<S>.codes.npz``, :func:`write_codes`), which the
+record's ``codes`` field references by SHA-256.  The sidecar is written
+first, then the record, each atomically, so a record never points at a
+missing or other sidecar; a sidecar without its record is an orphan that the
+next run of the job removes.  :func:`read_codes` verifies the checksum; a
+record without codes (versions 1 and 2) or with a missing or damaged sidecar
+is a one-line error (:class:`NoCodesError`, :class:`CodesError`) only when
+its codes are needed: reading the record and its metrics never needs them.
 """
 
 from __future__ import annotations
@@ -23,10 +34,13 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+import hashlib
+import io
 import json
 import math
 import numbers
 import re
+import zipfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,16 +48,16 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from fgbench._atomic import atomic_write_text
+from fgbench._atomic import atomic_write_bytes, atomic_write_text
 from fgbench._names import NAME_RULE, is_valid_name, validate_name
-from fgbench.errors import RecordError
+from fgbench.errors import RecordError, first_line
 
-__all__ = ["PER_QUERY_AP_ENCODING", "RECORD_VERSION", "RecordError", "RecordIdentity", "RunRecord",
-           "decode_per_query_ap", "encode_per_query_ap", "is_record_file_name", "iter_records", "read_record",
-           "record_file_name", "record_identity_from_path", "record_path", "validate_name", "validate_record",
-           "write_record"]
+__all__ = ["CODES_FORMAT", "CodesError", "NoCodesError", "PER_QUERY_AP_ENCODING", "RECORD_VERSION", "RecordError",
+           "RecordIdentity", "RunRecord", "StoredCodes", "codes_path", "decode_per_query_ap", "encode_per_query_ap", "is_record_file_name", "iter_records", "read_record",
+           "read_codes", "record_file_name", "record_identity_from_path", "record_path", "validate_name",
+           "validate_record", "write_codes", "write_record"]
 
-RECORD_VERSION = 2
+RECORD_VERSION = 3
 PER_QUERY_AP_ENCODING = "micro-u32le-zlib-base64"
 
 
@@ -86,10 +100,17 @@ class RunRecord:
     # Where each pipeline's pixels came from: {"train"|"query"|"database": "decoded-cache@256" | "original files"
     # | ...}; a decoded copy is used only when the pipeline starts with exactly its resize (never upsampled).
     input_source: dict[str, str] = field(default_factory=dict)
+    # Version 3: the sidecar holding the job's codes and labels (:func:`write_codes`): {"file", "sha256", "bytes",
+    # "format"}; None for records written before records kept codes.
+    codes: dict[str, Any] | None = None
     record_version: int = RECORD_VERSION
+    # Where the record was read from (set by :func:`read_record`; never saved): its sidecar lies next to it.
+    path: Path | None = field(default=None, compare=False, repr=False)
 
     def to_json(self) -> str:
         data = dataclasses.asdict(self)
+        for key in _NOT_SAVED:
+            data.pop(key)
         if data["per_query_ap"] is not None:
             data["per_query_ap"] = encode_per_query_ap(data["per_query_ap"])
         return json.dumps(data, indent=1, sort_keys=True, default=_jsonable) + "\n"
@@ -101,10 +122,16 @@ class RunRecord:
         Raises:
             ValueError: the per-query AP field cannot be decoded.
         """
-        names = {f.name for f in dataclasses.fields(cls)}
-        fields = {k: v for k, v in d.items() if k in names}
+        fields = {k: v for k, v in d.items() if k in _saved_fields()}
         fields["per_query_ap"] = decode_per_query_ap(fields.get("per_query_ap"))
         return cls(**fields)
+
+
+_NOT_SAVED = ("path",)
+
+
+def _saved_fields() -> set[str]:
+    return {f.name for f in dataclasses.fields(RunRecord)} - set(_NOT_SAVED)
 
 
 def encode_per_query_ap(values: Sequence[float]) -> dict[str, Any]:
@@ -389,6 +416,24 @@ def _check_examples(value: Any, num_query: int, num_database: int) -> None:
                 raise _Invalid(f"{where}.relevant[{j}]", f"is {_show(item)}, not true/false")
 
 
+def _check_codes_field(value: Any, bits: int, seed: int) -> None:
+    """``{"file": "bits<B>-seed<S>.codes.npz", "sha256": <64 hex>, "bytes": n, "format": ...}``.
+
+    The file name must be the job's own (names from records never become other paths).
+    """
+    codes = _dict(value, "codes")
+    for key in ("file", "sha256"):
+        if key not in codes:
+            raise _Invalid(f"codes.{key}", "is missing")
+    if codes["file"] != codes_file_name(bits, seed):
+        raise _Invalid("codes.file", f"is {_show(codes['file'])}, not this job's sidecar "
+                                     f"{codes_file_name(bits, seed)!r}")
+    if not isinstance(codes["sha256"], str) or not re.fullmatch(r"[0-9a-f]{64}", codes["sha256"]):
+        raise _Invalid("codes.sha256", f"is {_show(codes['sha256'])}, not 64 lower-case hex digits")
+    if "bytes" in codes:
+        _int(codes["bytes"], "codes.bytes", 0)
+
+
 def _check(d: Mapping[str, Any], identity: RecordIdentity | None) -> list[float] | None:
     """Raise :class:`_Invalid` for the first bad field; the decoded per-query AP otherwise."""
     for key in _REQUIRED:
@@ -431,6 +476,8 @@ def _check(d: Mapping[str, Any], identity: RecordIdentity | None) -> list[float]
             _fractions(per_query, "per_query_ap")
         if counts["num_query"] and len(per_query) != counts["num_query"]:
             raise _Invalid("per_query_ap", f"holds {len(per_query)} values for {counts['num_query']} queries")
+    if d.get("codes") is not None:
+        _check_codes_field(d["codes"], bits, seed)
     if d.get("pr_curve") is not None:
         _check_pr_curve(d["pr_curve"])
     if d.get("retrieval_examples") is not None:
@@ -476,8 +523,7 @@ def validate_record(record: RunRecord | Mapping[str, Any], path: Path | str | No
         raise RecordError(f"{where}: field {bad.field!r} {bad.problem}; {bad.advice}") from None
     if isinstance(record, RunRecord):
         return record
-    names = {f.name for f in dataclasses.fields(RunRecord)}
-    fields = {k: v for k, v in data.items() if k in names}
+    fields = {k: v for k, v in data.items() if k in _saved_fields()}
     fields["per_query_ap"] = per_query
     return RunRecord(**fields)
 
@@ -540,4 +586,178 @@ def read_record(path: Path, *, check_path: bool = True) -> RunRecord:
     if not isinstance(data, dict):
         raise RecordError(f"{where}: not a run record (a JSON {type(data).__name__}, not an object); "
                           f"delete it to rerun the job")
-    return validate_record(data, path, check_path=check_path)
+    record = validate_record(data, path, check_path=check_path)
+    record.path = Path(path)
+    return record
+
+
+# --------------------------------------------------------------------------- codes sidecar
+CODES_FORMAT = "fgbench-codes-1"
+"""Sidecar layout: an ``.npz`` (``np.savez_compressed``) holding ``format``, ``bits``, ``n_query``,
+``n_database``, ``query_labels``/``database_labels`` (the class indices the run scored the codes with, in the
+smallest integer type that holds them), ``classes`` (the distinct labels, sorted), ``centres`` (each class's
+majority code) and ``query_bits``/``database_bits``: each code XOR its class's centre (bit 1 = entry > 0),
+flattened row-major and packed with ``np.packbits``.  The XOR leaves mostly zero bits for codes that follow
+their class, which deflate shrinks (learned codes are far from random); it loses nothing."""
+
+_CODES_SUFFIX = ".codes.npz"
+
+
+class NoCodesError(RecordError):
+    """A record written before records kept codes (version 1 or 2): nothing to re-score from."""
+
+
+class CodesError(RecordError):
+    """A record's codes sidecar is missing, damaged or not the one the record references (message names it)."""
+
+
+@dataclass(frozen=True)
+class StoredCodes:
+    """A job's binary codes (bool, ``(n, bits)``) and the class labels (int64) they were scored with."""
+
+    query_codes: np.ndarray
+    database_codes: np.ndarray
+    query_labels: np.ndarray
+    database_labels: np.ndarray
+
+    @property
+    def bits(self) -> int:
+        return int(self.query_codes.shape[1])
+
+
+def codes_file_name(bits: int, seed: int) -> str:
+    """``bits<B>-seed<S>.codes.npz``: the sidecar of record ``bits<B>-seed<S>.json``."""
+    return record_file_name(bits, seed).removesuffix(".json") + _CODES_SUFFIX
+
+
+def codes_path(record_file: Path | str) -> Path:
+    """The sidecar path of the record at ``record_file`` (same folder, ``.codes.npz`` for ``.json``)."""
+    record_file = Path(record_file)
+    return record_file.with_name(record_file.name.removesuffix(".json") + _CODES_SUFFIX)
+
+
+def _as_bool_codes(codes: Any, what: str) -> np.ndarray:
+    if hasattr(codes, "detach"):  # a torch tensor of any dtype (bfloat16 too), on any device
+        codes = (codes.detach() > 0).cpu().numpy()
+    a = np.asarray(codes)
+    if a.ndim != 2:
+        raise ValueError(f"{what}: expected a (n, bits) matrix, got shape {a.shape}")
+    return a > 0
+
+
+def _as_labels(labels: Any, n: int, what: str) -> np.ndarray:
+    if hasattr(labels, "detach"):
+        labels = labels.detach().cpu().numpy()
+    a = np.asarray(labels)
+    if a.shape != (n,) or a.dtype.kind not in "iub":
+        raise ValueError(f"{what}: expected {n} integer class indices, got shape {a.shape} dtype {a.dtype}")
+    a = a.astype(np.int64)
+    lo, hi = (int(a.min()), int(a.max())) if n else (0, 0)
+    for dtype in (np.uint8, np.uint16, np.uint32):
+        if lo >= 0 and hi <= np.iinfo(dtype).max:
+            return a.astype(dtype)
+    return a
+
+
+def encode_codes(query_codes: Any, database_codes: Any, query_labels: Any, database_labels: Any) -> bytes:
+    """The sidecar's bytes (:data:`CODES_FORMAT`) for codes (entry > 0 is bit 1) and integer labels."""
+    q = _as_bool_codes(query_codes, "query codes")
+    d = _as_bool_codes(database_codes, "database codes")
+    if q.shape[1] != d.shape[1]:
+        raise ValueError(f"query codes have {q.shape[1]} bits, database codes {d.shape[1]}")
+    ql = _as_labels(query_labels, q.shape[0], "query labels")
+    dl = _as_labels(database_labels, d.shape[0], "database labels")
+    classes, inverse = np.unique(np.concatenate([ql, dl]), return_inverse=True)
+    both = np.concatenate([q, d])
+    ones = np.stack([np.bincount(inverse, weights=col, minlength=len(classes)) for col in both.T], axis=1)
+    counts = np.bincount(inverse, minlength=len(classes))[:, None]
+    centres = 2 * ones > counts  # each class's majority code
+    buf = io.BytesIO()
+    np.savez_compressed(buf, format=np.array(CODES_FORMAT), bits=np.int64(q.shape[1]),
+                        n_query=np.int64(q.shape[0]), n_database=np.int64(d.shape[0]),
+                        classes=classes, centres=np.packbits(centres.ravel()),
+                        query_bits=np.packbits((q ^ centres[inverse[:len(ql)]]).ravel()),
+                        database_bits=np.packbits((d ^ centres[inverse[len(ql):]]).ravel()),
+                        query_labels=ql, database_labels=dl)
+    return buf.getvalue()
+
+
+def write_codes(record_file: Path | str, query_codes: Any, database_codes: Any, query_labels: Any,
+                database_labels: Any) -> dict[str, Any]:
+    """Write the sidecar of the record at ``record_file`` atomically; its reference for ``RunRecord.codes``.
+
+    Write the sidecar before the record that references it (:func:`write_record`).
+    """
+    data = encode_codes(query_codes, database_codes, query_labels, database_labels)
+    path = codes_path(record_file)
+    atomic_write_bytes(path, data)
+    return {"file": path.name, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data),
+            "format": CODES_FORMAT}
+
+
+def _decode_codes(data: bytes) -> StoredCodes:
+    """Raises ValueError (any reason) when ``data`` is not a well-formed sidecar."""
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            if str(z["format"]) != CODES_FORMAT:
+                raise ValueError(f"format {str(z['format'])!r}, expected {CODES_FORMAT!r}")
+            bits, n_query, n_db = (int(z[k]) for k in ("bits", "n_query", "n_database"))
+            classes = z["classes"]
+            if classes.ndim != 1 or z["centres"].size != (len(classes) * bits + 7) // 8:
+                raise ValueError(f"centres hold {z['centres'].size} bytes for {len(classes)} classes")
+            centres = np.unpackbits(z["centres"], count=len(classes) * bits).astype(bool).reshape(-1, bits)
+            sides = []
+            for key, n in (("query", n_query), ("database", n_db)):
+                packed = z[f"{key}_bits"]
+                if packed.dtype != np.uint8 or packed.size != (n * bits + 7) // 8:
+                    raise ValueError(f"{key}_bits holds {packed.size} bytes for {n} codes of {bits} bits")
+                labels = z[f"{key}_labels"]
+                if labels.shape != (n,) or labels.dtype.kind not in "iu":
+                    raise ValueError(f"{key}_labels has shape {labels.shape} dtype {labels.dtype}")
+                labels = labels.astype(np.int64)
+                row = np.searchsorted(classes, labels)
+                if n and (row.max() >= len(classes) or (classes[row] != labels).any()):
+                    raise ValueError(f"{key}_labels hold a class without a centre")
+                codes = np.unpackbits(packed, count=n * bits).astype(bool).reshape(n, bits) ^ centres[row]
+                sides.append((codes, labels))
+    except (OSError, KeyError, EOFError, zlib.error, zipfile.BadZipFile, TypeError) as exc:  # np.load's ways of saying "not an npz"
+        raise ValueError(f"{type(exc).__name__}: {exc}") from None
+    return StoredCodes(sides[0][0], sides[1][0], sides[0][1], sides[1][1])
+
+
+def read_codes(record: RunRecord, record_file: Path | str | None = None) -> StoredCodes:
+    """The codes and labels ``record`` was scored with, from its sidecar (checksum verified).
+
+    ``record_file`` is where the record lies (default: where :func:`read_record` read it).
+
+    Raises:
+        NoCodesError: the record holds no codes (version 1 or 2); one line suggesting a rerun.
+        CodesError: the sidecar is missing, damaged or not the one the record references; one line naming it.
+    """
+    where = record_file if record_file is not None else record.path
+    if where is None:
+        where = Path(record_file_name(record.bits, record.seed))
+    shown = _shown_path(where)
+    if not record.codes:
+        raise NoCodesError(f"{shown}: record version {record.record_version} holds no codes (written before "
+                           f"records kept them); delete the record and rerun the job to re-score it")
+    sidecar = Path(where).parent / str(record.codes["file"])
+    rerun = f"delete {Path(where).name} and rerun the job to get its codes back"
+    try:
+        data = sidecar.read_bytes()
+    except FileNotFoundError:
+        raise CodesError(f"{_shown_path(sidecar)}: missing (the codes of {shown}); {rerun}") from None
+    except OSError as exc:
+        raise CodesError(f"{_shown_path(sidecar)}: cannot be read ({exc.strerror or type(exc).__name__})") from None
+    if hashlib.sha256(data).hexdigest() != record.codes.get("sha256"):
+        raise CodesError(f"{_shown_path(sidecar)}: damaged or replaced (its SHA-256 is not the one {Path(where).name} "
+                         f"records); {rerun}")
+    try:
+        codes = _decode_codes(data)
+    except ValueError as exc:
+        raise CodesError(f"{_shown_path(sidecar)}: not a readable codes file ({first_line(exc)}); {rerun}") from None
+    expected = (record.bits, record.num_query or len(codes.query_codes), record.num_database or len(codes.database_codes))
+    if (codes.bits, len(codes.query_codes), len(codes.database_codes)) != expected:
+        raise CodesError(f"{_shown_path(sidecar)}: holds {len(codes.query_codes)} x {len(codes.database_codes)} codes "
+                         f"of {codes.bits} bits, the record {expected[1]} x {expected[2]} of {expected[0]}; {rerun}")
+    return codes

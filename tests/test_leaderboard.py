@@ -183,7 +183,8 @@ def test_write_is_complete_linked_and_byte_identical_across_processes(records, t
         "leaderboards/figures/tiny-map-vs-bits.png", "leaderboards/figures/tiny-map-vs-bits.svg",
         "leaderboards/figures/tiny-map-vs-flops.png", "leaderboards/figures/tiny-map-vs-flops.svg",
         "leaderboards/figures/tiny-pr.png", "leaderboards/figures/tiny-pr.svg",
-        "leaderboards/figures/tiny-retrieval.png", "leaderboards/tiny.csv", "leaderboards/tiny.md"]
+        "leaderboards/figures/tiny-retrieval.png", "leaderboards/tiny.conventions.csv", "leaderboards/tiny.csv",
+        "leaderboards/tiny.md", "leaderboards/tiny.metrics.csv"]
     # every relative link of the generated markdown resolves (to a generated file, or to a page of the repo)
     for md in ("leaderboards/tiny.md", "leaderboards/README.md", "docs/leaderboards.md"):
         page = tmp_path / "a" / md

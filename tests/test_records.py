@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fgbench.records import (RECORD_VERSION, RecordError, RecordIdentity, RunRecord, iter_records,
+from fgbench.records import (RECORD_VERSION, read_codes, RecordError, RecordIdentity, RunRecord, iter_records,
                                      read_record, record_identity_from_path, record_path, validate_record,
                                      write_record)
 
@@ -42,7 +42,7 @@ def test_per_query_ap_round_trips_at_record_precision_and_is_compact(tmp_path) -
     path = _path(tmp_path)
     write_record(_record(ap), path)
     raw = json.loads(path.read_text())
-    assert raw["record_version"] == RECORD_VERSION == 2 and raw["per_query_ap"]["count"] == len(ap)
+    assert raw["record_version"] == RECORD_VERSION == 3 and raw["per_query_ap"]["count"] == len(ap)
     assert read_record(path).per_query_ap == ap  # exactly: values are kept to 1e-6, as version 1 rounded them
     assert len(raw["per_query_ap"]["data"]) < 4.5 * len(ap)  # a version 1 list takes about 12 characters a query
     write_record(_record(None), path)
@@ -83,7 +83,10 @@ def test_bad_per_query_ap_is_refused_on_write_and_named_on_read(tmp_path) -> Non
 def test_committed_records_are_valid() -> None:
     records = list(iter_records(REPO / "records"))
     assert records and all(r.metrics["map"] > 0 for r in records)
-    assert {r.record_version for r in records} <= {1, 2}
+    assert {r.record_version for r in records} <= {1, 2, RECORD_VERSION}
+    for r in records:  # a committed record that references codes has its sidecar, intact
+        if r.codes:
+            assert read_codes(r).bits == r.bits
 
 
 def test_identity_from_path_and_validate_record(tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -124,9 +127,16 @@ def test_types_are_strict_and_unknown_keys_ignored(tmp_path) -> None:  # type: i
              ("metrics", {"p@10": 0.5}, "field 'metrics.map' is missing"),
              ("cost", {"flops_g": "1.2"}, "field 'cost.flops_g' is '1.2', not a number"),
              ("divergence", "", "field 'divergence' is '', not null or a non-empty string"),
-             ("record_version", RECORD_VERSION + 1, "newer than this fgbench reads")]
+             ("record_version", RECORD_VERSION + 1, "newer than this fgbench reads"),
+             ("codes", {"file": "bits8-seed0.codes.npz"}, "field 'codes.sha256' is missing"),
+             ("codes", {"file": "bits8-seed0.codes.npz", "sha256": "ABC"}, "'ABC', not 64 lower-case hex digits"),
+             ("codes", {"file": "/etc/passwd", "sha256": "0" * 64}, "not this job's sidecar 'bits8-seed0.codes.npz'"),
+             ("path", "/elsewhere", "")]  # a record's location is never read from its JSON
     for key, value, message in cases:
         path.write_text(json.dumps({**base, key: value}))
+        if not message:
+            assert read_record(path).path == path
+            continue
         with pytest.raises(RecordError, match=re.escape(message)):
             read_record(path)
     path.write_text(json.dumps({**base, "added_in_a_later_version": [1, 2]}))

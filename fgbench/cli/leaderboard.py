@@ -54,7 +54,7 @@ def leaderboard(results: Path, write: str | None, docs_page: Path | None, figure
     report = write_leaderboards(
         iter_records(results), out_dir, docs_page=docs_page, paper=paper_numbers(reg),
         installed=set(reg.methods.names()), datasets=dataset_loader(reg, data_root or default_data_root()),
-        figures=figures,
+        figures=figures, metrics=reg.metrics.values(),
     )
     for path in report.written:
         click.echo(f"wrote {path}")

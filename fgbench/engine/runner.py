@@ -66,7 +66,7 @@ from fgbench.metrics.retrieval import evaluate_codes
 from fgbench._plugins import PluginError, Registry, entry_point_packages
 from fgbench.protocol import Protocol, ProtocolError, upgrade_protocol_dict
 from fgbench.metrics.summaries import pr_curve_field, retrieval_examples_field
-from fgbench.records import RecordError, RunRecord, read_record, record_path, write_record
+from fgbench.records import RecordError, RunRecord, codes_path, read_record, record_path, write_codes, write_record
 
 try:
     import fcntl
@@ -173,7 +173,8 @@ class JobRunner:
         """
         path = job.path(self.results_dir)
         ckpt = path.with_suffix(".ckpt")
-        if not (lock_path(path).exists() or ckpt.exists() or temp_files_of(path) or temp_files_of(ckpt)):
+        if not (lock_path(path).exists() or ckpt.exists() or temp_files_of(path) or temp_files_of(ckpt)
+                or temp_files_of(codes_path(path))):
             return True
         lock = JobLock(lock_path(path))
         if not lock.acquire():
@@ -222,8 +223,13 @@ class JobRunner:
     @staticmethod
     def _finish(record: RunRecord, path: Path) -> RunRecord:
         """Write ``record`` atomically to ``path``, then remove the job's resume checkpoint."""
-        with faults.writing("record"):
-            write_record(record, path)
+        try:
+            with faults.writing("record"):
+                write_record(record, path)
+        except BaseException:
+            if record.codes:  # its sidecar, written just before, would be an orphan
+                codes_path(path).unlink(missing_ok=True)
+            raise
         path.with_suffix(".ckpt").unlink(missing_ok=True)
         return record
 
@@ -298,6 +304,8 @@ class JobRunner:
         metrics = {m.name: float(m.compute(evaluation)) for m in self.registry.metrics.values()}
         eval_seconds = time.perf_counter() - t0
         cost = self._cost(job, model)
+        # the codes sidecar first, then (in _finish) the record that references it by checksum
+        codes = write_codes(path, q_codes, d_codes, q_labels, d_labels)
         return RunRecord(
             method=job.method,
             dataset=job.dataset,
@@ -333,6 +341,7 @@ class JobRunner:
             method_version=version,
             divergence=divergence_reason(train_result.epoch_losses),
             input_source={"train": train_source, "query": query_source, "database": database_source},
+            codes=codes,
         )
 
     def _cost(self, job: Job, model: Any) -> dict[str, Any]:
@@ -580,11 +589,14 @@ class JobLock:
 
 
 def remove_orphans(record: Path, checkpoint_too: bool = False) -> list[Path]:
-    """Delete the temporary files of ``record`` and of its checkpoint (and the checkpoint itself when
-    ``checkpoint_too``); the caller holds the job's lock, so no live process writes them.  Returns what was
-    deleted."""
+    """Delete the temporary files of ``record``, of its codes sidecar and of its checkpoint (and the checkpoint
+    itself when ``checkpoint_too``), and a sidecar without its record (a run killed between writing the two);
+    the caller holds the job's lock, so no live process writes them.  Returns what was deleted."""
     ckpt = record.with_suffix(".ckpt")
-    doomed = temp_files_of(record) + temp_files_of(ckpt)
+    sidecar = codes_path(record)
+    doomed = temp_files_of(record) + temp_files_of(ckpt) + temp_files_of(sidecar)
+    if sidecar.exists() and not record.exists():
+        doomed.append(sidecar)
     if checkpoint_too and ckpt.exists():
         doomed.append(ckpt)
     removed = []

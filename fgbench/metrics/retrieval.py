@@ -143,6 +143,15 @@ class RetrievalEvaluation:
         return pr_curve_from_histograms(self.h_all, self.h_rel)
 
 
+# TEMP shim (branch wip-codes), drop at merge: the engine branch (wip-mapeng) defines these for real.
+TIE_CONVENTIONS: tuple[str, ...] = ("average",)
+
+
+def _shim_options(ties: str, topk: int | None) -> None:
+    if ties != "average" or topk is not None:
+        raise MetricInputError(f"ties={ties!r}, topk={topk!r}: this engine only has ties='average', topk=None")
+
+
 _INT64_MAX = np.iinfo(np.int64).max
 _EXACT_FLOAT_INT = 2.0**53  # float labels beyond this are not exact integers
 
@@ -231,6 +240,9 @@ def evaluate_codes(
     db_codes: CodesLike,
     query_labels: LabelsLike,
     db_labels: LabelsLike,
+    *,
+    ties: str = "average",
+    topk: int | None = None,
 ) -> RetrievalEvaluation:
     """Histograms for query vs database codes, and the metrics that follow from them.
 
@@ -245,6 +257,7 @@ def evaluate_codes(
     When either side's codes are a CUDA tensor the torch GPU path runs on
     that device; otherwise the numba CPU kernel.
     """
+    _shim_options(ties, topk)  # TEMP shim, drop at merge
     q_bits = _as_bits(query_codes, "query_codes")
     d_bits = _as_bits(db_codes, "db_codes")
     if q_bits.shape[1] != d_bits.shape[1]:
@@ -266,7 +279,9 @@ def evaluate_codes(
 
 
 def mean_average_precision(
-    query_codes: CodesLike, db_codes: CodesLike, query_labels: LabelsLike, db_labels: LabelsLike
+    query_codes: CodesLike, db_codes: CodesLike, query_labels: LabelsLike, db_labels: LabelsLike, *,
+    ties: str = "average", topk: int | None = None,
 ) -> float:
     """mAP@all with the documented tie rule (see module docstring)."""
-    return evaluate_codes(query_codes, db_codes, query_labels, db_labels).mean_average_precision
+    return evaluate_codes(query_codes, db_codes, query_labels, db_labels, ties=ties,
+                          topk=topk).mean_average_precision

@@ -33,6 +33,7 @@ from click.testing import CliRunner
 from fgbench.cli import main
 from fgbench import _faults as faults
 from fgbench.engine.divergence import divergence_reason
+from fgbench.records import read_codes, read_record
 from fgbench.testing import registered_plugin
 from test_engine_support import PLUGIN_MODULE, plugin_dir, subprocess_env  # noqa: F401  (plugin_dir is a fixture)
 
@@ -252,6 +253,9 @@ def test_killed_at_any_point_the_rerun_gives_the_uninterrupted_record(point: str
         assert record(results)["training"]["resumed_from_epoch"] == KILLS[point], rerun
     if point.startswith(("checkpoint_before", "record_before")):  # the kill left a temporary file: removed, said so
         assert "temporary file(s) left by an interrupted run" in rerun.output, rerun
+    if point.startswith("record_before"):  # killed between the codes sidecar and the record: the orphan went too
+        assert ".codes.npz" in rerun.output, rerun
+    assert read_codes(read_record(results / RECORD)).bits == 8  # the record's sidecar is there and intact
 
 
 def test_sigterm_is_an_interruption_that_keeps_the_checkpoint(reference: dict, server: ForkServer,

@@ -205,6 +205,13 @@ from what this command produces, so nothing here is edited by hand.
   weights (ImageNet or not: the embedded dataset starts from a backbone
   pretrained on a synthetic pretext set, `pretext:...`), seeds, the device
   and the fgbench version/commit of the runs.
+* **Tie conventions and registered metrics:** each board page ends with
+  the same stored codes scored under other code bases' conventions
+  (`index`, `deephash`, `deephash@1000`) minus fgbench's tie-averaged mAP,
+  and with every registered metric (one computed from the stored codes when
+  a record lacks it); also `<board>.conventions.csv` and
+  `<board>.metrics.csv`. Records without stored codes (version ≤ 2) are
+  marked "no stored codes" ([metrics](metrics.md)).
 * **Significance:** pairwise paired t-tests over seeds and over queries,
   Holm-corrected per matrix (`fgbench/results/stats.py` explains the choice).
 * **Figures** (PNG + SVG): mAP vs bits, mAP vs FLOPs, precision–recall;

@@ -10,7 +10,10 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from fgbench._atomic import atomic_write_text
 from fgbench._names import validate_name
+from fgbench.metrics.base import MetricSpec
 from fgbench.records import RunRecord
+from fgbench.results.leaderboard.conventions import (conventions_csv, conventions_section, metrics_csv,
+                                                     metrics_section, score_records)
 from fgbench.results.leaderboard.frame import PaperNumbers, records_frame
 from fgbench.results.leaderboard.boards import Board, build_boards
 from fgbench.results.leaderboard.tables import divergence_warnings
@@ -71,7 +74,8 @@ def output_paths(boards: Sequence[Board], out_dir: Path, figures: bool = True) -
     out_dir = Path(out_dir)
     paths = [out_dir / "README.md"]
     for b in boards:
-        paths += [out_dir / f"{b.slug}.md", out_dir / f"{b.slug}.csv"]
+        paths += [out_dir / f"{b.slug}.md", out_dir / f"{b.slug}.csv", out_dir / f"{b.slug}.conventions.csv",
+                  out_dir / f"{b.slug}.metrics.csv"]
         if figures:
             paths += [out_dir / FIGURES_DIR / f"{stem}{ext}" for stem in figure_stems(b).values()
                       for ext in (".png", ".svg")]
@@ -101,7 +105,8 @@ def check_output_paths(boards: Sequence[Board], out_dir: Path, figures: bool = T
 
 def write_leaderboards(records: Iterable[RunRecord], out_dir: Path, *, docs_page: Path | None = None,
                        paper: PaperNumbers | None = None, installed: set[str] | None = None,
-                       datasets: DatasetLoader | None = None, figures: bool = True) -> WriteReport:
+                       datasets: DatasetLoader | None = None, figures: bool = True,
+                       metrics: Sequence[MetricSpec] = ()) -> WriteReport:
     """Write every board (``.md`` + ``.csv``), the summary ``README.md``, figures and the docs page.
 
     Files are written atomically and never deleted (a board whose records
@@ -111,20 +116,30 @@ def write_leaderboards(records: Iterable[RunRecord], out_dir: Path, *, docs_page
     each board's dataset and protocol must be valid names
     (:func:`fgbench._names.validate_name`) and each output path must
     resolve inside ``out_dir``.  Diverged runs are listed in
-    ``report.warnings``.
+    ``report.warnings``.  Each board also gets its tie-convention and
+    registered-metrics tables (:mod:`.conventions`: page sections and
+    ``<slug>.conventions.csv``, ``<slug>.metrics.csv``), re-scored from the
+    records' stored codes; ``metrics`` are the registered metrics (a record
+    lacking one is re-scored from its codes).
 
     Raises:
         LeaderboardError: an output path would leave ``out_dir`` (nothing is written then).
     """
     out_dir = Path(out_dir)
+    records = list(records)
     boards = build_boards(records_frame(records), paper, installed)
     check_output_paths(boards, out_dir, figures)
     report = WriteReport(warnings=divergence_warnings(boards))
+    scores, report.notes = score_records(records, metrics) if boards else ([], [])
     for b in boards:
         md_path, csv_path = out_dir / f"{b.slug}.md", out_dir / f"{b.slug}.csv"
-        atomic_write_text(md_path, render_board(b))
+        conv_path, metrics_path = out_dir / f"{b.slug}.conventions.csv", out_dir / f"{b.slug}.metrics.csv"
+        page = render_board(b) + "\n" + conventions_section(b, scores) + "\n" + metrics_section(b, scores, metrics)
+        atomic_write_text(md_path, page)
         atomic_write_text(csv_path, render_csv(b))
-        report.written += [md_path, csv_path]
+        atomic_write_text(conv_path, conventions_csv(b, scores))
+        atomic_write_text(metrics_path, metrics_csv(b, scores, metrics))
+        report.written += [md_path, csv_path, conv_path, metrics_path]
     readme = out_dir / "README.md"
     atomic_write_text(readme, render_summary(boards))
     report.written.append(readme)
