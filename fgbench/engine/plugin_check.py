@@ -16,7 +16,7 @@ broken contract is one line before training instead of a traceback after it
   identical when called twice, and connected to the parameters by the autograd
   graph (the cost profile backpropagates through it to find the parameters the
   encode path uses; ``torch.sign`` keeps the graph, ``detach`` cuts it);
-* ``cost``: :func:`fgbench.metrics.cost.encode_cost` works on the model.
+* ``cost``: :func:`fgbench.metrics.cost.encode_cost` works on the model (checked when ``encode`` passed).
 
 Every check runs (a failing one does not hide the others, unless it leaves
 nothing to check: no model, no training output); each failure is one line
@@ -172,7 +172,10 @@ def _run_checks(spec: MethodSpec, config: Any, backbone: str, bits: int, input_s
     if attempt("on_train_start(ctx)", lambda: model.on_train_start(tctx))[0]:
         failures += _check_training_step(model, batch, attempt)
     attempt("on_epoch_end(0, ctx)", lambda: model.on_epoch_end(0, tctx))
+    before = len(failures)
     failures += _check_encode(model, batch.images, bits, attempt)
+    if len(failures) > before:  # the cost profile runs encode: its failure would repeat the one above
+        return failures
     ok, cost = attempt("cost profiling (encode_cost)", lambda: encode_cost(model, input_size))
     if ok and not cost.params_m > 0:
         failures.append(f"cost profiling: expected encode to use some parameters, got {cost.params_m:g} M")
