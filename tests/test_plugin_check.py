@@ -158,3 +158,34 @@ def test_check_plugin_command_lists_every_failure_and_exits_1() -> None:
     failures = [line.strip() for line in lines if line.startswith("  method 'bad': ")]
     assert len(failures) == 2
     assert lines[-1].startswith("Error: the plugin contract check failed for bad")
+
+
+def test_grid_checks_each_method_once_before_training_and_fails_only_its_jobs(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from fgbench.testing import tiny_embedded
+
+    builds: list[tuple[str, str]] = []
+
+    def counted(cls: type, name: str):  # type: ignore[no-untyped-def]
+        def build(ctx):  # type: ignore[no-untyped-def]
+            builds.append((name, ctx.dataset))
+            return cls(ctx)
+        return build
+
+    good, bad = _spec(counted(ToyCodes, "good"), name="good"), _spec(counted(BareTensorLoss, "bad"), name="bad")
+    args = ["run", "--methods", "good,bad", "--datasets", "tiny", "--bits", "8,16", "--seeds", "0", "-q",
+            "--device", "cpu", "--results", str(tmp_path)]
+    with registered_plugin(spec_plugin("grid-check-test", methods=[good, bad], datasets=[tiny_embedded()])):
+        res = CliRunner().invoke(main, args)
+        assert res.exit_code == 1, res.output
+        reason = ("plugin check failed: method 'bad': loss(outputs, batch): expected (scalar loss tensor, "
+                  "{name: tensor}), got a tensor of shape ()")
+        for bits in (8, 16):
+            assert f"FAILED bad/tiny/{bits}b/seed0: {reason}" in res.output
+        assert "Traceback" not in res.output and "0-d tensor" not in res.output
+        # one check per method (on the check's own context), then the good method's two jobs; bad never trains
+        assert sorted(builds) == [("bad", "plugin-check"), ("good", "plugin-check"), ("good", "tiny"), ("good", "tiny")]
+        assert sorted(p.name for p in tmp_path.rglob("*.json")) == ["bits16-seed0.json", "bits8-seed0.json"]
+        builds.clear()
+        again = CliRunner().invoke(main, [*args[:2], "good", *args[3:]])  # every job of good is done: no check
+        assert again.exit_code == 0 and "2 already done, 0 to run" in again.output, again.output
+        assert builds == []

@@ -9,9 +9,11 @@ broken contract is one line before training instead of a traceback after it
 * ``config``: every field of the config survives the ``--set`` round trip
   (value -> string -> :meth:`~fgbench.methods.MethodSpec.make_config` -> equal);
 * ``build``: ``spec.build(ctx)`` returns a :class:`~fgbench.methods.HashingModel`;
-* ``loss``: ``loss(forward(images), batch)`` returns ``(scalar tensor, {name: tensor})``
-  with a finite loss that backpropagates into some parameter (the training loop's
-  ``loss, parts = model.loss(...)``; ``loss.backward()``);
+* ``loss``: after ``on_train_start``, ``loss(forward(images), batch)`` returns
+  ``(scalar tensor, {name: tensor})`` with a loss that backpropagates into some
+  parameter (the training loop's ``loss, parts = model.loss(...)``;
+  ``loss.backward()``; a non-finite loss is left to the training loop, which
+  names its likely cause);
 * ``encode``: in eval mode a floating tensor of shape ``(batch, bits)``, finite,
   identical when called twice, and connected to the parameters by the autograd
   graph (the cost profile backpropagates through it to find the parameters the
@@ -21,7 +23,9 @@ broken contract is one line before training instead of a traceback after it
 Every check runs (a failing one does not hide the others, unless it leaves
 nothing to check: no model, no training output); each failure is one line
 ``method 'x': <what>: expected ..., got ...``.  The global RNG state is left
-as it was.
+as it was.  The model is built with ``BuildContext.dataset ==`` :data:`CHECK_DATASET`
+so that a plugin with side effects (logging, fault injection) can tell the
+check from a job.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -39,6 +43,7 @@ from fgbench.methods import Batch, BuildContext, HashingModel, MethodSpec, Train
 from fgbench.metrics.cost import encode_cost
 from fgbench.protocol import Protocol
 
+CHECK_DATASET = "plugin-check"  # BuildContext.dataset of the check's model
 CHECK_BITS = 8
 CHECK_INPUT_SIZE = 64
 CHECK_BATCH = 4
@@ -112,7 +117,7 @@ def check_context(spec: MethodSpec, config: Any = None, backbone: str = "resnet1
     protocol = Protocol(name="check", backbone=backbone, weights="random", input_size=input_size,
                         resize_size=input_size, bits=(bits,), batch_size=CHECK_BATCH, epochs=1)
     return BuildContext.from_protocol(protocol, bits, labels, CHECK_CLASSES,
-                                      config if config is not None else spec.make_config(), "check", 0)
+                                      config if config is not None else spec.make_config(), CHECK_DATASET, 0)
 
 
 def check_method(spec: MethodSpec, config: Any = None, backbone: str = "resnet18", bits: int = CHECK_BITS,
@@ -171,7 +176,6 @@ def _run_checks(spec: MethodSpec, config: Any, backbone: str, bits: int, input_s
                         log=lambda name, value: None)
     if attempt("on_train_start(ctx)", lambda: model.on_train_start(tctx))[0]:
         failures += _check_training_step(model, batch, attempt)
-    attempt("on_epoch_end(0, ctx)", lambda: model.on_epoch_end(0, tctx))
     before = len(failures)
     failures += _check_encode(model, batch.images, bits, attempt)
     if len(failures) > before:  # the cost profile runs encode: its failure would repeat the one above
@@ -204,8 +208,6 @@ def _check_training_step(model: HashingModel, batch: Batch, attempt: Callable[..
                                                  for k, v in parts.items()):
         failures.append(f"loss(outputs, batch)[1]: expected a mapping {{name: tensor}} (the logged components), "
                         f"got {_show(parts) if not isinstance(parts, Mapping) else _mapping_types(parts)}")
-    if not bool(torch.isfinite(loss.detach()).all()):
-        failures.append(f"loss: expected a finite value at random initialisation, got {float(loss.detach()):g}")
     if not loss.requires_grad:
         failures.append("loss: expected a tensor connected to the parameters (requires_grad), "
                         "got one that does not require grad (detached?)")
@@ -257,3 +259,27 @@ def _check_encode(model: HashingModel, images: torch.Tensor, bits: int,
             failures.append(f"encode(images) in eval mode: expected the same codes on a second call, "
                             f"got values differing by up to {diff:.3g}")
     return failures
+
+
+def check_grid_methods(registry: Any, configs: Mapping[str, Any], jobs: Sequence[Any],
+                       warn: Callable[[str], None]) -> dict[str, str]:
+    """The contract check of every method with a job in ``jobs``, once, before any of them trains.
+
+    Each method is checked with the backbone and bit length of its first job,
+    at that job's input size or :data:`CHECK_INPUT_SIZE`, whichever is
+    smaller, and its run config (``configs[name]``).  Every failure line is
+    passed to ``warn``; returns method name -> the one-line reason its jobs
+    fail with (:meth:`PluginCheck.summary`), for the methods that failed.
+    """
+    first: dict[str, Any] = {}
+    for job in jobs:
+        first.setdefault(job.method, job)
+    refused: dict[str, str] = {}
+    for name, job in sorted(first.items()):
+        result = check_method(registry.methods.get(name), configs[name], job.protocol.backbone, job.bits,
+                              min(job.protocol.input_size, CHECK_INPUT_SIZE))
+        if not result.ok:
+            for line in result.failures:
+                warn(f"plugin check: {line}")
+            refused[name] = result.summary()
+    return refused
