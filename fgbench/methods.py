@@ -140,13 +140,7 @@ class PaperResult:
     """mAP numbers reported in a paper, kept apart from measured ones.
 
     ``map`` maps dataset name -> {bits: mAP in [0, 1]}; ``source`` says where
-    the numbers were read (paper, table).  ``params_m`` (millions) and
-    ``flops_g`` (G multiply-accumulates, one image) are keyed
-    ``"<backbone>@<bits>"``, e.g. ``"resnet50@12"``, with a backbone of
-    :data:`fgbench.backbones.BACKBONES` (:data:`COST_KEY_RE`); ``fgbench
-    profile`` shows them beside the measured cost of that backbone and bit
-    length.  The host checks every key when the plugin registers; dataset
-    names once all plugins are loaded (:meth:`MethodSpec.validate_datasets`).
+    the numbers were read (paper, table).
     """
 
     source: str
@@ -166,9 +160,15 @@ class MethodSpec:
         citation: the paper (authors, title, venue, year).
         config_cls: a dataclass whose defaults are the paper's hyper-parameters.
         build: ``build(ctx) -> HashingModel``.
-        paper_results: paper-reported numbers (shown in separate columns);
-            datasets by their registered names, costs keyed ``"<backbone>@<bits>"``
-            (``"resnet50@12"``; see :class:`PaperResult`).
+        paper_results: paper-reported numbers (shown in separate columns):
+            ``map`` by registered dataset name; ``params_m`` (millions) and
+            ``flops_g`` (G multiply-accumulates, one image) keyed
+            ``"<backbone>@<bits>"`` (:data:`COST_KEY_RE`), e.g. ``"resnet50@12"``,
+            with a backbone of :data:`fgbench.backbones.BACKBONES`; ``fgbench
+            profile`` shows them beside the measured cost of that backbone and
+            bit length.  Keys are checked when the plugin registers
+            (:meth:`validate`), dataset names once every plugin is loaded
+            (:meth:`validate_datasets`): a bad one makes the plugin broken.
         paper_recipe: ``{dataset or "default": {protocol field: value}}`` used
             by ``--protocol paper``; keys are registered dataset names or
             ``"default"``, fields are :class:`~fgbench.protocol.Protocol` fields
