@@ -142,11 +142,12 @@ def test_public_api_is_importable_from_package_root() -> None:
 
 def _installed(monkeypatch, tmp_path, dist: str, modules: dict[str, str], eps: dict[str, str]) -> None:  # type: ignore[no-untyped-def]
     """Install ``modules`` as distribution ``dist`` 0.1.0 (a .dist-info on sys.path) with ``fgbench`` entry points ``eps``."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
     for name, source in modules.items():
         (tmp_path / f"{name}.py").write_text(textwrap.dedent(source))
         sys.modules.pop(name, None)
     info = tmp_path / f"{dist.replace('-', '_')}-0.1.0.dist-info"
-    info.mkdir()
+    info.mkdir(parents=True)
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.1.0\n")
     (info / "entry_points.txt").write_text("[fgbench]\n" + "".join(f"{k} = {v}\n" for k, v in eps.items()))
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -186,9 +187,12 @@ def test_a_spec_refused_at_registration_is_broken_by_its_name() -> None:
 
 
 def test_a_name_clash_lists_both_distributions_and_refuses_the_name(monkeypatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    """A second distribution registering the bundled dpsh: neither is kept, both are named, the rest works."""
-    monkeypatch.setenv("FGBENCH_DISABLE_PLUGINS", "cmbh,cnet,exchnet,multifusnet")
-    _installed(monkeypatch, tmp_path, "fgbench-fake", {"fgbench_fake": GOOD.format(name="dpsh") + textwrap.dedent("""
+    """Two distributions registering one method name (as a plugin re-registering the bundled dpsh): neither is
+    kept, both are named, their other registrations work."""
+    monkeypatch.setenv("FGBENCH_DISABLE_PLUGINS", "cmbh,cnet,dpsh,exchnet,multifusnet")
+    _installed(monkeypatch, tmp_path / "one", "fgbench-one", {"fgbench_one": GOOD.format(name="clashy")},
+               {"one": "fgbench_one"})
+    _installed(monkeypatch, tmp_path / "fake", "fgbench-fake", {"fgbench_fake": GOOD.format(name="clashy") + textwrap.dedent("""
         @fgbench.hookimpl
         def register_datasets(register):
             from fgbench.testing import tiny_embedded
@@ -196,20 +200,21 @@ def test_a_name_clash_lists_both_distributions_and_refuses_the_name(monkeypatch,
         """)}, {"fake": "fgbench_fake"})
     with registered_plugin(autoload=True) as host:
         assert host.registry.failures == []
-        assert host.registry.conflicts() == [("method", "dpsh", ["fgbench-dpsh 0.1.0", "fgbench-fake 0.1.0"])]
-        assert "dpsh" not in host.registry.methods and "faketiny" in host.registry.datasets
+        assert host.registry.conflicts() == [("method", "clashy", ["fgbench-fake 0.1.0", "fgbench-one 0.1.0"])]
+        assert "clashy" not in host.registry.methods and "faketiny" in host.registry.datasets
         listing = _cli("list").output
-        run = _cli("run", "--methods", "dpsh", "--datasets", "faketiny", "-q", "--results", str(tmp_path / "r"))
+        run = _cli("run", "--methods", "clashy", "--datasets", "faketiny", "-q", "--results", str(tmp_path / "r"))
         default = _cli("run", "--datasets", "faketiny", "-q", "--results", str(tmp_path / "r"))
     methods = listing.split("Methods:")[1].split("Datasets:")[0]
-    assert not [line for line in methods.splitlines() if "dpsh" in line]
+    assert not [line for line in methods.splitlines() if "clashy" in line]
     conflicts = listing.split("Conflicting names (refused until one is uninstalled):\n")[1].splitlines()[0]
-    assert conflicts.split() [:2] == ["dpsh", "method"]
-    assert "fgbench-dpsh 0.1.0 and fgbench-fake 0.1.0: uninstall one" in conflicts
+    assert conflicts.split()[:2] == ["clashy", "method"]
+    assert "fgbench-fake 0.1.0 and fgbench-one 0.1.0: uninstall one" in conflicts
     assert "Broken plugins" not in listing
-    refusal = "method 'dpsh' is registered by both fgbench-dpsh 0.1.0 and fgbench-fake 0.1.0; uninstall one of them"
+    refusal = ("method 'clashy' is registered by both fgbench-fake 0.1.0 and fgbench-one 0.1.0; "
+               "uninstall one of them")
     assert run.exit_code == 1 and run.output.strip().splitlines()[-1] == f"Error: {refusal}", run.output
-    assert f"warning: {refusal}; method dpsh is left out" in default.output
+    assert f"warning: {refusal}; method clashy is left out" in default.output
 
 
 # ------------------------------------------------------------------ metadata checked at registration (issue #15)
@@ -224,7 +229,7 @@ def _meta(**changes):  # type: ignore[no-untyped-def]
     ({"paper_recipe": {"default": {"lr": 0.1}, "birds": {"lr": 0.2}}},
      "method 'meta': paper_recipe key 'birds' is not 'default' or a registered dataset; valid: default, aircraft, "),
     ({"paper_recipe": {"cub": {"learning_rate": 0.1}}},
-     "ValueError: method 'meta': paper_recipe['cub'] has learning_rate, not a protocol field; valid: augmentation, "),
+     "ValueError: method 'meta': paper_recipe['cub'] has learning_rate, not a protocol field; valid: "),
     ({"paper_results": (fgbench.PaperResult(source="t", map={}, params_m={"resnet50-12": 1.0}),)},
      "ValueError: method 'meta': paper_results[0].params_m key 'resnet50-12' must be '<backbone>@<bits>', "
      "e.g. 'resnet50@12', with a backbone of resnet101, resnet18, resnet34, resnet50"),
