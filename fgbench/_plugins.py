@@ -9,8 +9,16 @@ plugins.  Methods come from installed distributions that declare::
 
 A plugin that fails to import, or whose hook raises or registers an invalid
 spec, is recorded in :attr:`Registry.failures` (``fgbench list`` shows it)
-and skipped; the others keep working.  Two plugins claiming one name is a
-:class:`DuplicateNameError` naming both sources.
+and skipped; the others keep working.  Asking for a name such a plugin owns
+(its entry point, distribution or a name it tried to register) is one line:
+``method 'x' is installed (fgbench-x 0.1.0) but broken: <reason>``.  Two
+plugins claiming one name make that name unusable (a conflict, listed by
+``fgbench list`` with both sources; a lookup is a :class:`DuplicateNameError`
+naming both and saying to uninstall one); neither is kept silently, and
+their other names keep working.  Once every plugin is loaded, each method's
+metadata is checked against the registered datasets
+(:meth:`~fgbench.methods.MethodSpec.validate_datasets`); a plugin with an
+unknown dataset name is listed broken and its registrations are removed.
 
 Environment switches: ``FGBENCH_DISABLE_PLUGIN_AUTOLOAD=1`` loads only the
 built-ins; ``FGBENCH_DISABLE_PLUGINS=a,b`` skips the named entry points.
@@ -33,7 +41,7 @@ from fgbench import hookspecs
 from fgbench.data.base import DatasetSpec
 from fgbench.methods import MethodSpec
 from fgbench.metrics.base import MetricSpec
-from fgbench.errors import DuplicateNameError, PluginError, UnknownNameError, described
+from fgbench.errors import DuplicateNameError, PluginError, UnknownNameError, described, first_line
 
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "fgbench.builtins.datasets",
@@ -51,6 +59,12 @@ class PluginFailure:
     plugin: str
     source: str
     reason: str
+    names: tuple[str, ...] = ()  # the names it registered or tried to register, when known
+
+    def owns(self, name: str) -> bool:
+        """Whether a lookup of ``name`` is probably after this plugin (its names, entry point or distribution)."""
+        dist = self.source.split(" ")[0].lower().replace("_", "-")
+        return name in self.names or name == self.plugin or dist in (name.lower(), f"fgbench-{name.lower()}")
 
 
 class NamedRegistry(Generic[T]):
@@ -60,6 +74,7 @@ class NamedRegistry(Generic[T]):
         self.kind = kind
         self._items: dict[str, T] = {}
         self.conflicts: dict[str, list[str]] = {}  # name -> every source that claimed it
+        self.failures: list[PluginFailure] = []  # the registry's broken plugins (shared list), for lookups
 
     def add(self, spec: T, source: str) -> None:
         """Add ``spec``; a name taken twice becomes unusable and raises on lookup.
@@ -71,22 +86,30 @@ class NamedRegistry(Generic[T]):
             self.conflicts[name] = [getattr(self._items.pop(name), "source", "?")]
         if name in self.conflicts:
             self.conflicts[name].append(source)
-            raise DuplicateNameError(self._conflict_message(name))
+            raise DuplicateNameError(self.conflict_message(name))
         self._items[name] = spec
 
-    def _conflict_message(self, name: str) -> str:
+    def conflict_message(self, name: str) -> str:
         sources = self.conflicts[name]
         return (f"{self.kind} {name!r} is registered by both {', '.join(sources[:-1])} and {sources[-1]}; "
                 f"uninstall one of them")
 
     def get(self, name: str) -> T:
         if name in self.conflicts:
-            raise DuplicateNameError(self._conflict_message(name))
+            raise DuplicateNameError(self.conflict_message(name))
         if name not in self._items:
+            broken = [f for f in self.failures if f.owns(name)]
+            if broken:
+                raise PluginError(f"{self.kind} {name!r} is installed ({broken[-1].source}) but broken: "
+                                  f"{broken[-1].reason}")
             close = difflib.get_close_matches(name, list(self._items), n=3, cutoff=0.5)
             hint = f" Did you mean {', '.join(close)}?" if close else ""
             raise UnknownNameError(f"Unknown {self.kind} {name!r}.{hint} Available: {', '.join(sorted(self._items)) or '(none)'}")
         return self._items[name]
+
+    def remove(self, name: str) -> None:
+        """Forget ``name`` (a spec whose plugin turned out broken after loading)."""
+        self._items.pop(name, None)
 
     def names(self) -> list[str]:
         return sorted(self._items)
@@ -109,6 +132,17 @@ class Registry:
     datasets: NamedRegistry[DatasetSpec] = field(default_factory=lambda: NamedRegistry("dataset"))
     metrics: NamedRegistry[MetricSpec] = field(default_factory=lambda: NamedRegistry("metric"))
     failures: list[PluginFailure] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        for table in self.tables():
+            table.failures = self.failures
+
+    def tables(self) -> tuple[NamedRegistry[Any], ...]:
+        return (self.methods, self.datasets, self.metrics)
+
+    def conflicts(self) -> list[tuple[str, str, list[str]]]:
+        """``(kind, name, sources)`` of every name that two or more plugins registered (refused on lookup)."""
+        return [(t.kind, name, list(sources)) for t in self.tables() for name, sources in sorted(t.conflicts.items())]
 
 
 def _distribution_of(ep: md.EntryPoint) -> str:
@@ -145,6 +179,7 @@ class PluginHost:
         self.pm = make_plugin_manager()
         self.registry = Registry()
         self._sources: dict[int, str] = {}
+        self._owners: dict[tuple[str, str], tuple[str, Any]] = {}  # (kind, name) -> (plugin name, plugin)
 
     # ------------------------------------------------------------------ loading
     def register_plugin(self, plugin: Any, name: str | None = None, source: str | None = None) -> None:
@@ -170,11 +205,14 @@ class PluginHost:
 
     def _collect(self, plugin: Any, pname: str, src: str) -> None:
         staged: list[tuple[NamedRegistry, Any]] = []
+        tried: list[str] = []
 
         def stage(reg: NamedRegistry, spec_type: type) -> Callable[[Any], None]:
             def register(spec: Any) -> None:
                 if not isinstance(spec, spec_type):
                     raise PluginError(f"register() expects a {spec_type.__name__}, got {type(spec).__name__}")
+                if isinstance(getattr(spec, "name", None), str):
+                    tried.append(spec.name)
                 spec.validate()
                 staged.append((reg, spec))
 
@@ -192,13 +230,39 @@ class PluginHost:
                     impl.function(**{a: stage(reg, spec_type) for a in impl.argnames})
         except Exception as exc:  # noqa: BLE001
             self.pm.unregister(plugin)
-            self.registry.failures.append(PluginFailure(pname, src, described(exc)))
+            self.registry.failures.append(PluginFailure(pname, src, described(exc), tuple(tried)))
             return
         for reg, spec in staged:
             try:
                 reg.add(_with_source(spec, src), src)
-            except DuplicateNameError as exc:
-                self.registry.failures.append(PluginFailure(pname, src, str(exc)))
+                self._owners[(reg.kind, spec.name)] = (pname, plugin)
+            except DuplicateNameError:
+                pass  # the name is now a conflict: listed with every source, refused on lookup
+
+    def validate_metadata(self) -> None:
+        """After loading: every method's metadata against the registered datasets; a plugin that fails is broken.
+
+        Its registrations are removed and it is listed in :attr:`Registry.failures`
+        with the one-line reason of :meth:`MethodSpec.validate_datasets`.
+        """
+        reg = self.registry
+        known = set(reg.datasets.names()) | set(reg.datasets.conflicts)
+        broken: dict[str, tuple[str, Any, str]] = {}  # plugin name -> (source, plugin, reason)
+        for spec in reg.methods.values():
+            try:
+                spec.validate_datasets(known)
+            except ValueError as exc:
+                pname, plugin = self._owners.get(("method", spec.name), (spec.source, None))
+                broken.setdefault(pname, (spec.source, plugin, first_line(exc)))
+        for pname, (source, plugin, reason) in broken.items():
+            names = tuple(n for (kind, n), (owner, _p) in self._owners.items() if owner == pname)
+            for table in reg.tables():
+                for name in names:
+                    if self._owners.get((table.kind, name), ("",))[0] == pname:
+                        table.remove(name)
+            if plugin is not None and self.pm.is_registered(plugin):
+                self.pm.unregister(plugin)
+            reg.failures.append(PluginFailure(pname, source, reason, names))
 
     def load_builtins(self) -> None:
         for modname in DEFAULT_PLUGINS:
@@ -246,6 +310,7 @@ def load_plugins(autoload: bool | None = None, extra: Iterable[ModuleType | Any]
         host.load_entry_points(disabled)
     for plugin in extra:
         host.register_plugin(plugin)
+    host.validate_metadata()
     return host
 
 

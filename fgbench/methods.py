@@ -10,9 +10,10 @@ from a learned code matrix or derived from labels (docs/protocol.md).
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Collection, Mapping
 
 import numpy as np
 import torch
@@ -27,6 +28,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 # the name rule of fgbench._names (a method name is a folder name of the results); \A..\Z: no trailing newline
 METHOD_NAME_RE = re.compile(rf"\A{NAME_PATTERN}\Z")
+# the key of a paper-reported cost (PaperResult.params_m / flops_g): "<backbone>@<bits>", e.g. "resnet50@12"
+COST_KEY_RE = re.compile(r"\A([a-z0-9_]+)@([1-9][0-9]*)\Z")
 
 
 @dataclass(frozen=True)
@@ -163,9 +166,19 @@ class MethodSpec:
         citation: the paper (authors, title, venue, year).
         config_cls: a dataclass whose defaults are the paper's hyper-parameters.
         build: ``build(ctx) -> HashingModel``.
-        paper_results: paper-reported numbers (shown in separate columns).
+        paper_results: paper-reported numbers (shown in separate columns):
+            ``map`` by registered dataset name; ``params_m`` (millions) and
+            ``flops_g`` (G multiply-accumulates, one image) keyed
+            ``"<backbone>@<bits>"`` (:data:`COST_KEY_RE`), e.g. ``"resnet50@12"``,
+            with a backbone of :data:`fgbench.backbones.BACKBONES`; ``fgbench
+            profile`` shows them beside the measured cost of that backbone and
+            bit length.  Keys are checked when the plugin registers
+            (:meth:`validate`), dataset names once every plugin is loaded
+            (:meth:`validate_datasets`): a bad one makes the plugin broken.
         paper_recipe: ``{dataset or "default": {protocol field: value}}`` used
-            by ``--protocol paper``.
+            by ``--protocol paper``; keys are registered dataset names or
+            ``"default"``, fields are :class:`~fgbench.protocol.Protocol` fields
+            (except ``name``).
         source: the distribution that registered it (filled in by the host).
     """
 
@@ -185,11 +198,57 @@ class MethodSpec:
             raise ValueError(f"method {self.name!r}: config_cls must be a dataclass")
         if not callable(self.build):
             raise ValueError(f"method {self.name!r}: build must be callable")
-        for res in self.paper_results:
+        from fgbench.backbones import BACKBONES
+        from fgbench.protocol import Protocol
+
+        for i, res in enumerate(self.paper_results):
+            if not isinstance(res, PaperResult):
+                raise ValueError(f"method {self.name!r}: paper_results[{i}] must be a PaperResult, "
+                                 f"got {type(res).__name__}")
             for ds, per_bits in res.map.items():
                 for b, v in per_bits.items():
+                    if isinstance(b, bool) or not isinstance(b, numbers.Integral) or b < 1:
+                        raise ValueError(f"method {self.name!r}: paper_results[{i}].map[{ds!r}] key {b!r} "
+                                         f"must be a bit length (a positive int)")
                     if not 0.0 <= float(v) <= 1.0:
                         raise ValueError(f"method {self.name!r}: paper mAP {ds}/{b} = {v} not in [0, 1]")
+            for what in ("params_m", "flops_g"):
+                for key, v in getattr(res, what).items():
+                    match = COST_KEY_RE.match(key) if isinstance(key, str) else None
+                    if match is None or match.group(1) not in BACKBONES:
+                        raise ValueError(f"method {self.name!r}: paper_results[{i}].{what} key {key!r} must be "
+                                         f"'<backbone>@<bits>', e.g. 'resnet50@12', with a backbone of "
+                                         f"{', '.join(sorted(BACKBONES))}")
+                    if isinstance(v, bool) or not isinstance(v, (int, float)) or not float(v) >= 0:
+                        raise ValueError(f"method {self.name!r}: paper_results[{i}].{what}[{key!r}] = {v!r} "
+                                         f"must be a number >= 0")
+        fields = sorted(f.name for f in dataclasses.fields(Protocol) if f.name != "name")
+        for key, recipe in self.paper_recipe.items():
+            if not isinstance(key, str) or not isinstance(recipe, Mapping):
+                raise ValueError(f"method {self.name!r}: paper_recipe must map a dataset name or 'default' to "
+                                 f"{{protocol field: value}}, got {key!r}: {type(recipe).__name__}")
+            unknown = sorted(set(recipe) - set(fields))
+            if unknown:
+                raise ValueError(f"method {self.name!r}: paper_recipe[{key!r}] has {', '.join(map(str, unknown))}, "
+                                 f"not a protocol field; valid: {', '.join(fields)}")
+
+    def validate_datasets(self, known: Collection[str]) -> None:
+        """Raise ``ValueError`` naming the field and the valid names when metadata names a dataset not in ``known``.
+
+        Checked by the plugin host once every plugin is loaded: the datasets
+        of ``paper_results`` maps and the keys of ``paper_recipe`` (besides
+        ``"default"``).
+        """
+        valid = ", ".join(sorted(known))
+        for i, res in enumerate(self.paper_results):
+            for ds in res.map:
+                if ds not in known:
+                    raise ValueError(f"method {self.name!r}: paper_results[{i}].map names dataset {ds!r}, "
+                                     f"which no plugin registers; valid: {valid}")
+        for key in self.paper_recipe:
+            if key != "default" and key not in known:
+                raise ValueError(f"method {self.name!r}: paper_recipe key {key!r} is not 'default' or a registered "
+                                 f"dataset; valid: default, {valid}")
 
     def make_config(self, overrides: Mapping[str, Any] | None = None) -> Any:
         """The config dataclass with the paper defaults, updated by ``overrides``.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata as md
 import sys
 import textwrap
@@ -11,7 +12,7 @@ import pytest
 
 import fgbench
 from fgbench import hookspecs
-from fgbench._plugins import DEFAULT_PLUGINS, DuplicateNameError, UnknownNameError, load_plugins
+from fgbench._plugins import DEFAULT_PLUGINS, DuplicateNameError, PluginError, UnknownNameError, load_plugins
 from fgbench.testing import registered_plugin, spec_plugin
 
 from conftest import TOY_SPEC
@@ -91,7 +92,7 @@ def test_duplicate_method_names_error_names_both_sources() -> None:
         with pytest.raises(DuplicateNameError) as err:
             host.registry.methods.get("toy")
     assert "dist-one" in str(err.value) and "dist-two" in str(err.value)
-    assert any("dist-two" in f.reason for f in host.registry.failures)
+    assert host.registry.conflicts() == [("method", "toy", ["dist-one", "dist-two"])]
     three = spec_plugin("dist-three", methods=[TOY_SPEC])
     with registered_plugin(one, two, three) as host:
         with pytest.raises(DuplicateNameError, match="both dist-one, dist-two and dist-three;"):
@@ -135,3 +136,122 @@ def test_every_hook_is_documented_and_typed() -> None:
 def test_public_api_is_importable_from_package_root() -> None:
     for name in fgbench.__all__:
         assert hasattr(fgbench, name), name
+
+
+# ------------------------------------------------------------------ broken plugins by name, clashes (issue #15)
+
+def _installed(monkeypatch, tmp_path, dist: str, modules: dict[str, str], eps: dict[str, str]) -> None:  # type: ignore[no-untyped-def]
+    """Install ``modules`` as distribution ``dist`` 0.1.0 (a .dist-info on sys.path) with ``fgbench`` entry points ``eps``."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    for name, source in modules.items():
+        (tmp_path / f"{name}.py").write_text(textwrap.dedent(source))
+        sys.modules.pop(name, None)
+    info = tmp_path / f"{dist.replace('-', '_')}-0.1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.1.0\n")
+    (info / "entry_points.txt").write_text("[fgbench]\n" + "".join(f"{k} = {v}\n" for k, v in eps.items()))
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+
+def _cli(*args: str):  # type: ignore[no-untyped-def]
+    from click.testing import CliRunner
+
+    from fgbench.cli import main
+
+    return CliRunner().invoke(main, list(args))
+
+
+def test_a_broken_plugin_asked_for_by_name_is_installed_but_broken(monkeypatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("FGBENCH_DISABLE_PLUGINS", "cmbh,cnet,dpsh,exchnet,multifusnet")  # only the broken one
+    _installed(monkeypatch, tmp_path, "fgbench-x", {"fgbench_x": "raise ImportError('needs libfoo')\n"},
+               {"x": "fgbench_x"})
+    expected = "method 'x' is installed (fgbench-x 0.1.0) but broken: ImportError: needs libfoo"
+    with registered_plugin(autoload=True) as host:
+        with pytest.raises(PluginError) as err:
+            host.registry.methods.get("x")
+        assert str(err.value) == expected
+        res = _cli("run", "--methods", "x", "--datasets", "embedded", "-q", "--results", str(tmp_path / "r"))
+    assert res.exit_code == 1 and res.output.strip().splitlines()[-1] == f"Error: {expected}", res.output
+    with registered_plugin(autoload=True) as host:  # a name nobody installed is still unknown
+        with pytest.raises(UnknownNameError):
+            host.registry.methods.get("y")
+
+
+def test_a_spec_refused_at_registration_is_broken_by_its_name() -> None:
+    bad = dataclasses.replace(TOY_SPEC, name="overrated",
+                              paper_results=(fgbench.PaperResult(source="t", map={"cub": {12: 1.5}}),))
+    with registered_plugin(spec_plugin("overrated-plugin", methods=[bad])) as host:
+        with pytest.raises(PluginError, match=r"^method 'overrated' is installed \(overrated-plugin\) but broken: "
+                                              r"ValueError: method 'overrated': paper mAP cub/12 = 1.5 not in"):
+            host.registry.methods.get("overrated")
+
+
+def test_a_name_clash_lists_both_distributions_and_refuses_the_name(monkeypatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Two distributions registering one method name (as a plugin re-registering the bundled dpsh): neither is
+    kept, both are named, their other registrations work."""
+    monkeypatch.setenv("FGBENCH_DISABLE_PLUGINS", "cmbh,cnet,dpsh,exchnet,multifusnet")
+    _installed(monkeypatch, tmp_path / "one", "fgbench-one", {"fgbench_one": GOOD.format(name="clashy")},
+               {"one": "fgbench_one"})
+    _installed(monkeypatch, tmp_path / "fake", "fgbench-fake", {"fgbench_fake": GOOD.format(name="clashy") + textwrap.dedent("""
+        @fgbench.hookimpl
+        def register_datasets(register):
+            from fgbench.testing import tiny_embedded
+            register(tiny_embedded("faketiny"))
+        """)}, {"fake": "fgbench_fake"})
+    with registered_plugin(autoload=True) as host:
+        assert host.registry.failures == []
+        assert host.registry.conflicts() == [("method", "clashy", ["fgbench-fake 0.1.0", "fgbench-one 0.1.0"])]
+        assert "clashy" not in host.registry.methods and "faketiny" in host.registry.datasets
+        listing = _cli("list").output
+        run = _cli("run", "--methods", "clashy", "--datasets", "faketiny", "-q", "--results", str(tmp_path / "r"))
+        default = _cli("run", "--datasets", "faketiny", "-q", "--results", str(tmp_path / "r"))
+    methods = listing.split("Methods:")[1].split("Datasets:")[0]
+    assert not [line for line in methods.splitlines() if "clashy" in line]
+    conflicts = listing.split("Conflicting names (refused until one is uninstalled):\n")[1].splitlines()[0]
+    assert conflicts.split()[:2] == ["clashy", "method"]
+    assert "fgbench-fake 0.1.0 and fgbench-one 0.1.0: uninstall one" in conflicts
+    assert "Broken plugins" not in listing
+    refusal = ("method 'clashy' is registered by both fgbench-fake 0.1.0 and fgbench-one 0.1.0; "
+               "uninstall one of them")
+    assert run.exit_code == 1 and run.output.strip().splitlines()[-1] == f"Error: {refusal}", run.output
+    assert f"warning: {refusal}; method clashy is left out" in default.output
+
+
+# ------------------------------------------------------------------ metadata checked at registration (issue #15)
+
+def _meta(**changes):  # type: ignore[no-untyped-def]
+    return dataclasses.replace(TOY_SPEC, name="meta", **changes)
+
+
+@pytest.mark.parametrize("changes, reason", [
+    ({"paper_results": (fgbench.PaperResult(source="t", map={"cubb": {12: 0.5}}),)},
+     "method 'meta': paper_results[0].map names dataset 'cubb', which no plugin registers; valid: aircraft, cub, "),
+    ({"paper_recipe": {"default": {"lr": 0.1}, "birds": {"lr": 0.2}}},
+     "method 'meta': paper_recipe key 'birds' is not 'default' or a registered dataset; valid: default, aircraft, "),
+    ({"paper_recipe": {"cub": {"learning_rate": 0.1}}},
+     "ValueError: method 'meta': paper_recipe['cub'] has learning_rate, not a protocol field; valid: "),
+    ({"paper_results": (fgbench.PaperResult(source="t", map={}, params_m={"resnet50-12": 1.0}),)},
+     "ValueError: method 'meta': paper_results[0].params_m key 'resnet50-12' must be '<backbone>@<bits>', "
+     "e.g. 'resnet50@12', with a backbone of resnet101, resnet18, resnet34, resnet50"),
+    ({"paper_results": (fgbench.PaperResult(source="t", map={}, flops_g={"vgg16@12": 1.0}),)},
+     "paper_results[0].flops_g key 'vgg16@12' must be '<backbone>@<bits>'"),
+])
+def test_malformed_metadata_makes_the_plugin_broken(changes, reason) -> None:  # type: ignore[no-untyped-def]
+    with registered_plugin(spec_plugin("meta-plugin", methods=[_meta(**changes), TOY_SPEC])) as host:
+        [failure] = host.registry.failures
+        assert failure.plugin == "meta-plugin" and reason in failure.reason and "\n" not in failure.reason
+        assert "meta" not in host.registry.methods and "toy" not in host.registry.methods  # the plugin is skipped
+        with pytest.raises(PluginError, match="^method 'meta' is installed \\(meta-plugin\\) but broken: "):
+            host.registry.methods.get("meta")
+        listing = _cli("list").output
+    assert f"  meta-plugin (meta-plugin): {failure.reason}" in listing.split("Broken plugins (skipped):")[1]
+
+
+def test_metadata_may_name_a_dataset_of_a_plugin_loaded_later() -> None:
+    from fgbench.testing import tiny_embedded
+
+    uses = _meta(paper_results=(fgbench.PaperResult(source="t", map={"tiny": {8: 0.5}}, params_m={"resnet18@8": 11.2}),),
+                 paper_recipe={"default": {"lr": 0.1}, "tiny": {"epochs": 2}})
+    with registered_plugin(spec_plugin("a-meta", methods=[uses]), spec_plugin("b-data", datasets=[tiny_embedded()])) as host:
+        assert host.registry.failures == []
+        assert host.registry.methods.get("meta").paper_map("tiny", 8) == 0.5

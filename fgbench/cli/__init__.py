@@ -14,6 +14,8 @@ import click
 
 from fgbench.cli import data, evaluate, leaderboard, list, new_plugin, profile, run, submit
 
+from fgbench.cli import check_plugin  # noqa: E402 - kept apart from the line above (merges)
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="fgbench")
@@ -31,6 +33,8 @@ def main() -> None:
 for _command in (list.list_cmd, run.run, leaderboard.leaderboard, profile.profile, data.data, new_plugin.new_plugin,
                  submit.submit, evaluate.evaluate):
     main.add_command(_command)
+
+main.add_command(check_plugin.check_plugin)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -164,6 +164,9 @@ def resolve_names(option: str, given: str | None, table: NamedRegistry[Any],
     raises its one-line "Unknown method 'x'. Did you mean ...?" error.
     """
     names = split_names(option, given, table.kind, table.names())
+    if names is None and default is None or names == ["all"]:
+        for name in sorted(table.conflicts):  # never silently one of them, nor silently none
+            click.echo(f"warning: {table.conflict_message(name)}; {table.kind} {name} is left out", err=True)
     if names is None:
         return list(table.names() if default is None else default)
     if names == ["all"]:

@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterator, Protocol as TypingProtocol, Sequence
 from fgbench.backbones import resolve_weights
 from fgbench.engine import distributed
 from fgbench.engine.device import resolve_runtime
+from fgbench.engine.plugin_check import check_grid_methods
 from fgbench.engine.runner import (Job, JobRunner, collapse_warning, divergence_warning, failure_message,
                                    is_disk_error, stops_the_grid)
 from fgbench.errors import GridError, RecordError, first_line
@@ -81,6 +82,10 @@ def run_grid(runner: JobRunner, jobs: list[Job], echo: Echo, what: str) -> list[
     is read and its identity compared with its job
     (:meth:`fgbench.engine.runner.JobRunner.check_done`): a record that is
     damaged or was made with other settings stops the command with one line.
+    Every method with a job to run passes the plugin contract check
+    (:func:`fgbench.engine.plugin_check.check_grid_methods`, once per method,
+    on rank 0); the jobs of a method that fails it are reported ``FAILED``
+    with its one-line reason, untrained, and the other methods go on.
     Files left by killed runs of finished jobs are removed.  Then each job
     runs; one that raises is reported as ``FAILED <job>: <reason>`` and the
     grid goes on (returned as ``(job label, reason)``; :func:`end_with_failures`
@@ -111,10 +116,19 @@ def run_grid(runner: JobRunner, jobs: list[Job], echo: Echo, what: str) -> list[
         # the initial weights of every job to run, found and checked before the first one trains
         resolve_weights(backbone, weights, runner.registry.datasets.get(dataset).weights_providers, version)
     echo(f"{len(jobs)} job(s): {done} already done, {len(todo)} to run ({what})")
+    refused: dict[str, str] | None = None
+    if dist.is_main:  # the plugin contract, once per method to run, before its first job trains
+        refused = check_grid_methods(runner.registry, {m: runner.config(m) for m in {j.method for j in todo}},
+                                     todo, warn)
+    refused = distributed.broadcast_object(refused)
     failures: list[tuple[str, str]] = []
     with sigterm_as_interrupt():
         try:
             for i, job in enumerate(todo, 1):
+                if job.method in refused:
+                    echo(f"FAILED {job.label}: {refused[job.method]}", err=True)
+                    failures.append((job.label, refused[job.method]))
+                    continue
                 record = None
                 try:
                     record = runner.run(job, log=echo, warn=warn)
