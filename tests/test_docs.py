@@ -1,4 +1,4 @@
-"""The docs stay true: hooks documented, public API listed, links resolve, CLI reference current."""
+"""The docs stay true: hooks documented, public API listed, links resolve, CLI and API references current."""
 
 from __future__ import annotations
 
@@ -80,6 +80,34 @@ def test_cli_reference_is_current() -> None:
     assert committed == render_cli_reference(), (
         "docs/cli.md is out of date with the CLI's --help; regenerate it with\n"
         "    python -m fgbench.cli._reference > docs/cli.md")
+
+
+def test_api_reference_is_current() -> None:
+    from fgbench.cli._api_reference import render_api_reference
+
+    committed = (DOCS / "api-reference.md").read_text(encoding="utf-8")
+    assert committed == render_api_reference(), (
+        "docs/api-reference.md is out of date with the public docstrings and signatures; regenerate it with\n"
+        "    python -m fgbench.cli._api_reference > docs/api-reference.md")
+
+
+def test_api_reference_covers_every_public_name_with_its_signature() -> None:
+    """Each name of ``fgbench.__all__`` and each public test helper has a section; callables show their signature."""
+    import inspect
+
+    from fgbench.cli._api_reference import TESTING_NAMES, render_api_reference
+    import fgbench.testing
+
+    page = render_api_reference()
+    for module, names, prefix in ((fgbench, fgbench.__all__, ""), (fgbench.testing, TESTING_NAMES, "fgbench.testing.")):
+        for name in names:
+            assert f"### `{prefix}{name}`" in page, f"docs/api-reference.md has no section for {prefix}{name}"
+            obj = getattr(module, name)
+            if inspect.isfunction(obj):
+                params = list(inspect.signature(obj).parameters)
+                section = page.split(f"### `{prefix}{name}`", 1)[1].split("\n### ", 1)[0]
+                assert all(p in section.split("```")[1] for p in params), f"{prefix}{name}: signature missing"
+    assert "*(no docstring)*" not in page, "a public name or method has no docstring (see docs/api-reference.md)"
 
 
 def test_quickstart_has_the_two_setup_commands_and_a_first_run() -> None:
