@@ -118,6 +118,43 @@ def test_quickstart_has_the_two_setup_commands_and_a_first_run() -> None:
     assert "fgbench run" in quick and "fgbench leaderboard" in quick
 
 
+DPSH_SOURCE = REPO / "plugins" / "fgbench-dpsh" / "fgbench_dpsh" / "__init__.py"
+GAP = ("...", "# ...")
+
+
+def _runs(block: str) -> list[list[str]]:
+    """The lines of a shown block, split at gap lines (``...`` or ``# ...``) into runs that must appear verbatim."""
+    runs: list[list[str]] = [[]]
+    for line in block.rstrip("\n").splitlines():
+        if line.strip() in GAP:
+            runs.append([])
+        else:
+            runs[-1].append(line.rstrip())
+    return [r for r in runs if r]
+
+
+def _find(run: list[str], lines: list[str], start: int) -> int:
+    for i in range(start, len(lines) - len(run) + 1):
+        if lines[i:i + len(run)] == run:
+            return i
+    return -1
+
+
+def test_the_worked_example_shows_the_dpsh_plugins_own_source() -> None:
+    """Each ``<!-- dpsh-source -->`` block of plugins.md is the DPSH plugin's code, in order, gaps marked."""
+    guide = (DOCS / "plugins.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"<!-- dpsh-source -->\n```python\n(.*?)```", guide, flags=re.S)
+    assert len(blocks) >= 6, "the DPSH walkthrough of docs/plugins.md lost its source blocks"
+    source = [line.rstrip() for line in DPSH_SOURCE.read_text(encoding="utf-8").splitlines()]
+    position = 0
+    for number, block in enumerate(blocks, 1):
+        for run in _runs(block):
+            found = _find(run, source, position)
+            assert found >= 0, (f"docs/plugins.md DPSH block {number} differs from {DPSH_SOURCE.relative_to(REPO)} "
+                                f"(or is out of order) from the line {run[0]!r}: copy the code again")
+            position = found + len(run)
+
+
 def test_python_snippets_in_the_guides_compile() -> None:
     for name in ("plugins.md", "api.md", "quickstart.md"):
         text = (DOCS / name).read_text(encoding="utf-8")
