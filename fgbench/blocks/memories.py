@@ -45,7 +45,7 @@ class CodeMemory(nn.Module):
 
     @torch.no_grad()
     def replace(self, values: torch.Tensor) -> None:
-        """Overwrite the whole memory with ``values`` ``(num_train, bits)`` (e.g. ``ctx.encode_train()`` at epoch end)."""
+        """Overwrite the whole memory with ``values`` ``(num_train, bits)``, e.g. ``ctx.encode_train()`` at epoch end."""
         self.codes.copy_(values.detach().to(self.codes.dtype))
 
     def binary(self) -> torch.Tensor:

@@ -47,6 +47,6 @@ from fgbench.results.leaderboard.write import LeaderboardError, WriteReport, wri
 __all__ = [
     "Board", "Cell", "DIVERGED_MARK", "LeaderboardError", "MethodRow", "PaperNumbers", "REGENERATE", "WriteReport",
     "board_warnings", "build_boards", "divergence_note", "divergence_warnings", "measured_table", "paper_numbers",
-    "paper_table", "records_frame", "render_board", "render_console", "render_csv", "render_docs_page", "render_summary",
-    "setup_table", "significance_section", "write_leaderboards",
+    "paper_table", "records_frame", "render_board", "render_console", "render_csv", "render_docs_page",
+    "render_summary", "setup_table", "significance_section", "write_leaderboards",
 ]

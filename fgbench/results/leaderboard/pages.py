@@ -65,11 +65,13 @@ def docs_link(text: str, page: str, docs_prefix: str | None) -> str:
     folder beside them, and fgbench has no published docs URL to point at, so
     they name the page instead of linking to a file that is not there.
     """
-    return f"[{text}]({docs_prefix}{page})" if docs_prefix is not None else f"`docs/{page}` of the fgbench documentation"
+    if docs_prefix is None:
+        return f"`docs/{page}` of the fgbench documentation"
+    return f"[{text}]({docs_prefix}{page})"
 
 
 def settings_warning(board: Board) -> str | None:
-    """The board's records ran under several protocol settings (a ``fair`` board only; ``paper`` rows differ by design)."""
+    """The board's records ran under several protocol settings (``fair`` boards; ``paper`` rows differ by design)."""
     if board.protocol != "fair" or board.settings <= 1:
         return None
     fields = f" (differing: {', '.join(board.differing)})" if board.differing else ""

@@ -24,7 +24,7 @@ class WriteReport:
 
     written: list[Path] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)   # mixed settings/versions, diverged runs (:func:`board_warnings`)
+    warnings: list[str] = field(default_factory=list)   # mixed settings/versions, diverged runs (board_warnings)
 
 
 DatasetLoader = Callable[[str], Any]
