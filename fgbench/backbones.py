@@ -291,6 +291,17 @@ def build_backbone(name: str = "resnet50", weights: str = "imagenet",
 
     ``weights_source`` (recorded as the run record's ``backbone_weights``) is
     the resolved source's label.  Never falls back to random initialisation.
+    A method builds its backbone with ``ctx.backbone()`` instead (the
+    protocol's choice); this function is for tests and tools.
+
+    Args:
+        name: one of :data:`BACKBONES` (``resnet18``, ``resnet34``, ``resnet50``, ``resnet101``).
+        weights: ``imagenet``, ``random``, ``<provider prefix>:<argument>`` or a state_dict file (see
+            :func:`resolve_weights`).
+        providers: weights a dataset supplies (``DatasetSpec.weights_providers``).
+
+    Returns:
+        A :class:`Backbone` (``stem``, ``stages``, ``out_channels``, ``forward_stages``).
 
     Raises:
         BackboneError: unknown backbone, weights missing, damaged or not fitting (one line).

@@ -48,7 +48,19 @@ class Batch:
 
 @dataclass(frozen=True)
 class BuildContext:
-    """Everything a method needs to build its model for one job."""
+    """Everything a method needs to build its model for one job.
+
+    Attributes:
+        bits: the code length of this job.
+        num_classes: classes of the dataset's training split (= database).
+        num_train: images in the training split (rows of a ``CodeMemory``).
+        train_labels: the training labels, 0-based, a numpy array of ``num_train`` ints.
+        protocol: the resolved :class:`fgbench.Protocol` of the job (backbone, input size, optimizer, epochs, ...).
+        config: an instance of the method's ``config_cls`` with the user's ``--set`` overrides applied.
+        dataset: the dataset's registry name.
+        seed: the job's seed (the harness has seeded torch with it before calling ``build``).
+        backbone_factory: what :meth:`backbone` calls; use :meth:`backbone`.
+    """
 
     bits: int
     num_classes: int
@@ -87,6 +99,17 @@ class TrainContext:
     encodes the whole training split with the current model (eval mode,
     no augmentation) and returns real-valued codes on ``device`` — methods
     that refresh a code memory at epoch end use it.
+
+    Attributes:
+        device: where the model and batches are.
+        epochs: the number of epochs the job trains (``protocol.epochs``).
+        train_labels: the training labels, a long tensor on ``device``.
+        encode_train: ``encode_train() -> (num_train, bits)`` real codes of the
+            whole training split in index order (eval mode, no augmentation);
+            the model is put back in train mode afterwards by the loop.
+        log: ``log(name, value)`` appends a float to the series ``name``,
+            stored in the run record at ``training["logs"][name]`` (one list
+            per name, in call order).
     """
 
     device: torch.device
@@ -113,7 +136,15 @@ class HashingModel(nn.Module):
         raise NotImplementedError
 
     def loss(self, outputs: Any, batch: Batch) -> tuple[torch.Tensor, Mapping[str, torch.Tensor]]:  # pragma: no cover
-        """Scalar loss and named components (tensors; logged without host syncs)."""
+        """``(scalar loss, {name: scalar tensor})``: the loss to minimise and its named components.
+
+        Runs outside autocast; ``outputs`` may be half precision, so cast to
+        float32 first.  Return tensors, not floats (the loop sums them on the
+        device, without a host sync per step).  Each epoch's means of the
+        loss (``"loss"``) and of every component land in the run record at
+        ``training["epoch_losses"]``: a list with one ``{name: mean}`` dict per
+        epoch.  A non-finite epoch mean stops the job with a one-line error.
+        """
         raise NotImplementedError
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
@@ -125,14 +156,28 @@ class HashingModel(nn.Module):
         """Called once before the first epoch (code memories, proxy codes)."""
 
     def on_epoch_end(self, epoch: int, ctx: TrainContext) -> None:
-        """Called after each epoch (memories of the previous epoch's codes)."""
+        """Called after each epoch; ``epoch`` counts from 0 (the last call gets ``ctx.epochs - 1``).
+
+        Runs after the epoch's optimizer steps and learning-rate step, with the
+        model in train mode; typical use: refresh a code memory with
+        ``ctx.encode_train()``.  On a resumed run, epochs already done are not
+        called again.
+        """
 
     def param_groups(self, lr: float) -> list[dict] | None:
-        """Optional optimizer parameter groups (e.g. smaller lr for the backbone)."""
+        """Optional optimizer parameter groups (e.g. smaller lr for the backbone).
+
+        ``None`` (the default): the backbone at ``lr * protocol.backbone_lr_mult``,
+        every other parameter at ``lr``.
+        """
         return None
 
     def extra_state_for_record(self) -> dict[str, Any]:
-        """Optional JSON-able values to store in the run record (e.g. learned loss weights)."""
+        """Optional JSON-able values to store in the run record (e.g. learned loss weights).
+
+        Called once after training; the dict is stored as the record's
+        ``training["extra"]`` (``{}`` by default).
+        """
         return {}
 
 
@@ -141,11 +186,15 @@ class PaperResult:
     """mAP numbers reported in a paper, kept apart from measured ones.
 
     ``map`` maps dataset name -> {bits: mAP in [0, 1]}; ``source`` says where
-    the numbers were read (paper, table).  ``params_m`` / ``flops_g`` are the
-    reported cost of the encode path, keyed ``"<backbone>@<bits>"`` (e.g.
-    ``"resnet50@12"``; G multiply-accumulates); ``cost_note`` explains any
-    difference between them and what ``fgbench profile`` measures (shown in
-    ``docs/costs.md``).
+    the numbers were read (paper, table).
+
+    Attributes:
+        source: where the numbers were read, e.g. ``"Table 2"``.
+        map: ``{dataset name: {bits: mAP as a fraction in [0, 1]}}`` (a paper's 62.21 % is 0.6221).
+        params_m: ``{"<backbone>@<bits>": params in millions}`` of the paper's encode path, e.g. ``"resnet50@12"``.
+        flops_g: ``{"<backbone>@<bits>": G multiply-accumulates}``, keyed like ``params_m``.
+        cost_note: why the reported cost differs from what ``fgbench profile`` measures (shown in
+            ``docs/costs.md``).
     """
 
     source: str

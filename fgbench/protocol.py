@@ -49,6 +49,36 @@ class Protocol:
     implemented): ``"val"`` (best on a validation split carved from the
     training set, never the test split) is reserved and refused by
     :meth:`validate` until it is implemented, so that no record claims it.
+
+    Attributes:
+        name: ``"fair"`` or ``"paper"``: which protocol this is; it names the
+            board (``paper`` records go to ``<dataset>-paper``), it is not a setting.
+        backbone: ``resnet18``, ``resnet34``, ``resnet50`` or ``resnet101``.
+        weights: the backbone's initial weights: ``imagenet`` (torchvision's
+            checkpoint), ``random`` (random initialisation, on purpose: no
+            pretrained weights at all), ``pretext:SIZE`` (the embedded dataset's
+            synthetic pretext backbone) or a state_dict file.
+        input_size: the square crop the network sees, in px.
+        resize_size: the short side images are resized to before cropping.
+        augmentation: training augmentation (``crop-flip``: random crop and
+            horizontal flip; ``none``: centre crop).
+        optimizer: ``sgd``, ``adam`` or ``adamw``.
+        lr: learning rate of the method's own layers.
+        backbone_lr_mult: the backbone trains at ``lr * backbone_lr_mult``.
+        momentum: SGD momentum.
+        weight_decay: weight decay of every parameter group.
+        schedule: ``cosine``, ``step`` (divide by 10 at each of ``milestones``) or ``constant``.
+        milestones: epochs of the ``step`` schedule.
+        warmup_epochs: epochs of linear learning-rate warm-up.
+        epochs: training epochs.
+        batch_size: training mini-batch size (per job, split over processes with ``--nproc``).
+        bits: the code lengths of the grid (one job per length).
+        seeds: the seeds of the grid (one job per seed).
+        selection: model selection: ``final`` (the last epoch's model).
+        val_fraction: the share of the training split a ``selection="val"``
+            validation split would take; unused while only ``final`` exists.
+        eval_batch_size: batch size of encoding the query and database
+            splits after training (memory only: codes do not depend on it).
     """
 
     name: str = "fair"
@@ -212,6 +242,7 @@ class Protocol:
         return dataclasses.replace(self, **conv)
 
     def to_dict(self) -> dict[str, Any]:
+        """Every field, tuples as lists (JSON-able): what a run record stores as ``protocol``."""
         d = dataclasses.asdict(self)
         for k, v in d.items():
             if isinstance(v, tuple):

@@ -93,7 +93,13 @@ def train_steps(model: HashingModel, batch: Batch, steps: int = 5, lr: float = 1
 
 def autocast_loss(model: HashingModel, batch: Batch, dtype: torch.dtype = torch.bfloat16
                   ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Training forward under CPU autocast (``dtype``), then ``model.loss`` outside it, as the harness does."""
+    """Training forward under CPU autocast (``dtype``), then ``model.loss`` outside it, as the harness does.
+
+    Returns:
+        ``(loss, parts)``: the loss tensor and the components dict exactly as
+        ``model.loss`` returned them (tensors, graph attached); a test checks
+        ``loss.dtype == torch.float32`` and that both are finite.
+    """
     model.train()
     with torch.autocast("cpu", dtype=dtype):
         outputs = model(batch.images)
@@ -117,6 +123,12 @@ def train_on_tiny_embedded(spec: MethodSpec, epochs: int = 3, bits: int = 8, see
     a record: the protocol is the tiny dataset's ``fair`` protocol with
     ``epochs``/``bits`` and ``protocol_overrides`` applied; ``config``
     overrides fields of the method's config.
+
+    Returns:
+        ``(model, epoch_losses)``: the trained model (train mode, on the CPU)
+        and one ``{name: mean}`` dict per epoch holding ``"loss"`` and every
+        component ``loss`` returned — what a record stores as
+        ``training["epoch_losses"]``.
     """
     from pathlib import Path
 

@@ -1,4 +1,4 @@
-"""The docs stay true: hooks documented, public API listed, links resolve, CLI reference current."""
+"""The docs stay true: hooks documented, public API listed, links resolve, CLI and API references current."""
 
 from __future__ import annotations
 
@@ -82,12 +82,77 @@ def test_cli_reference_is_current() -> None:
         "    python -m fgbench.cli._reference > docs/cli.md")
 
 
+def test_api_reference_is_current() -> None:
+    from fgbench.cli._api_reference import render_api_reference
+
+    committed = (DOCS / "api-reference.md").read_text(encoding="utf-8")
+    assert committed == render_api_reference(), (
+        "docs/api-reference.md is out of date with the public docstrings and signatures; regenerate it with\n"
+        "    python -m fgbench.cli._api_reference > docs/api-reference.md")
+
+
+def test_api_reference_covers_every_public_name_with_its_signature() -> None:
+    """Each name of ``fgbench.__all__`` and each public test helper has a section; callables show their signature."""
+    import inspect
+
+    from fgbench.cli._api_reference import TESTING_NAMES, render_api_reference
+    import fgbench.testing
+
+    page = render_api_reference()
+    for module, names, prefix in ((fgbench, fgbench.__all__, ""), (fgbench.testing, TESTING_NAMES, "fgbench.testing.")):
+        for name in names:
+            assert f"### `{prefix}{name}`" in page, f"docs/api-reference.md has no section for {prefix}{name}"
+            obj = getattr(module, name)
+            if inspect.isfunction(obj):
+                params = list(inspect.signature(obj).parameters)
+                section = page.split(f"### `{prefix}{name}`", 1)[1].split("\n### ", 1)[0]
+                assert all(p in section.split("```")[1] for p in params), f"{prefix}{name}: signature missing"
+    assert "*(no docstring)*" not in page, "a public name or method has no docstring (see docs/api-reference.md)"
+
+
 def test_quickstart_has_the_two_setup_commands_and_a_first_run() -> None:
     quick = (DOCS / "quickstart.md").read_text(encoding="utf-8")
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     for cmd in ("pip install -r requirements-dev.txt", "python -m pytest -q"):
         assert cmd in quick and cmd in readme
     assert "fgbench run" in quick and "fgbench leaderboard" in quick
+
+
+DPSH_SOURCE = REPO / "plugins" / "fgbench-dpsh" / "fgbench_dpsh" / "__init__.py"
+GAP = ("...", "# ...")
+
+
+def _runs(block: str) -> list[list[str]]:
+    """The lines of a shown block, split at gap lines (``...`` or ``# ...``) into runs that must appear verbatim."""
+    runs: list[list[str]] = [[]]
+    for line in block.rstrip("\n").splitlines():
+        if line.strip() in GAP:
+            runs.append([])
+        else:
+            runs[-1].append(line.rstrip())
+    return [r for r in runs if r]
+
+
+def _find(run: list[str], lines: list[str], start: int) -> int:
+    for i in range(start, len(lines) - len(run) + 1):
+        if lines[i:i + len(run)] == run:
+            return i
+    return -1
+
+
+def test_the_worked_example_shows_the_dpsh_plugins_own_source() -> None:
+    """Each ``<!-- dpsh-source -->`` block of plugins.md is the DPSH plugin's code, in order, gaps marked."""
+    guide = (DOCS / "plugins.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"<!-- dpsh-source -->\n```python\n(.*?)```", guide, flags=re.S)
+    assert len(blocks) >= 6, "the DPSH walkthrough of docs/plugins.md lost its source blocks"
+    source = [line.rstrip() for line in DPSH_SOURCE.read_text(encoding="utf-8").splitlines()]
+    position = 0
+    for number, block in enumerate(blocks, 1):
+        for run in _runs(block):
+            found = _find(run, source, position)
+            assert found >= 0, (f"docs/plugins.md DPSH block {number} differs from {DPSH_SOURCE.relative_to(REPO)} "
+                                f"(or is out of order) from the line {run[0]!r}: copy the code again")
+            position = found + len(run)
 
 
 def test_python_snippets_in_the_guides_compile() -> None:

@@ -135,6 +135,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("fgbench.testing", "fgbench._scaffold"),
     ("fgbench.cli", "fgbench.__main__"),
 ]
+#: modules whose subject is the facade itself (the API reference renders ``fgbench.__all__``)
+FACADE_READERS = {"fgbench.cli._api_reference"}
 #: layer-2 packages that another layer-2 package may import (data path: data -> metrics -> results)
 SIBLINGS = {"fgbench.results": {"fgbench.metrics"}}
 
@@ -166,7 +168,8 @@ def test_imports_point_down_the_layers() -> None:
         layer, entry = _owner(module)
         for dep in deps:
             if dep == PACKAGE:
-                wrong.append(f"{module} imports the package facade fgbench (import the defining module instead)")
+                if module not in FACADE_READERS:
+                    wrong.append(f"{module} imports the package facade fgbench (import the defining module instead)")
                 continue
             dep_layer, dep_entry = _owner(dep)
             if dep_layer > layer:

@@ -298,3 +298,71 @@ def test_divergence_marks_only_the_cells_holding_a_diverged_run() -> None:
     assert lb.DIVERGED_MARK in lb.render_console(b) and lb.DIVERGED_MARK not in lb.render_console(clean)
     assert lb.measured_table(clean) + lb.divergence_note(b) == table.replace(f" {lb.DIVERGED_MARK} |", " |")
     assert "diverged" not in lb.render_csv(clean) and lb.render_csv(b).splitlines()[0].endswith(",diverged")
+
+
+def _md_links(page: Path) -> list[str]:
+    return [t for t in re.findall(r"\]\(([^)#]+)\)", page.read_text(encoding="utf-8")) if not re.match(r"^[a-z]+:", t)]
+
+
+def test_boards_written_outside_the_repo_have_no_broken_links(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """``--write OUT`` anywhere: every relative link resolves from the page itself (no ``../docs/`` into nowhere)."""
+    for r in synthetic_records(with_figure_data=False):
+        write_record(r, record_path(tmp_path / "records", "fair", r.dataset, r.method, r.bits, r.seed))
+    out = tmp_path / "far" / "away" / "boards"
+    res = CliRunner().invoke(main, ["leaderboard", "--results", str(tmp_path / "records"), "--write", str(out),
+                                    "--no-figures"])
+    assert res.exit_code == 0, res.output
+    pages = sorted(out.glob("*.md"))
+    assert [p.name for p in pages] == ["README.md", "tiny.md"]
+    broken = [f"{p.name} -> {t}" for p in pages for t in _md_links(p)
+              if t.split("/")[0] != "figures" and not (p.parent / t).exists()]
+    assert not broken, broken
+    assert "`docs/metrics.md` of the fgbench documentation" in (out / "tiny.md").read_text(encoding="utf-8")
+    assert "`docs/leaderboards.md` of the fgbench documentation" in (out / "README.md").read_text(encoding="utf-8")
+
+
+def test_boards_written_beside_the_docs_link_them_relatively(records, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    _write(records, tmp_path, figures=False)
+    assert "[metrics](../docs/metrics.md)" in (tmp_path / "leaderboards" / "tiny.md").read_text(encoding="utf-8")
+    assert "(../docs/leaderboards.md)" in (tmp_path / "leaderboards" / "README.md").read_text(encoding="utf-8")
+    assert (tmp_path / "docs" / "leaderboards.md").exists()
+
+
+def _mixed(tmp_path: Path) -> list[RunRecord]:
+    """alpha/beta records: seed 2 from a dirty build, and beta's 16-bit runs with another learning rate."""
+    recs = synthetic_records(with_figure_data=False)
+    for r in recs:
+        if r.seed == 2:
+            r.environment = {**r.environment, "fgbench": "0.2.0+gdef5678.dirty"}
+        if r.method == "beta" and r.bits == 16:
+            r.protocol = {**r.protocol, "lr": 0.001}
+        write_record(r, record_path(tmp_path / "records", "fair", r.dataset, r.method, r.bits, r.seed))
+    return recs
+
+
+VERSIONS_WARNING = ("tiny: the records of this board come from 2 code versions: 0.1.0+gabc1234 (8 records), "
+                    "0.2.0+gdef5678.dirty (4 records)")
+SETTINGS_WARNING = "tiny: the records of this board were run under 2 different protocol settings (differing: lr)"
+
+
+def test_terminal_and_written_board_warn_alike_about_mixed_versions_and_settings(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    recs = _mixed(tmp_path)
+    res = CliRunner().invoke(main, ["leaderboard", "--results", str(tmp_path / "records")])
+    assert res.exit_code == 0, res.output
+    warnings = [line for line in res.stderr.splitlines() if line.startswith("warning: ")]
+    assert any(line.startswith(f"warning: {VERSIONS_WARNING}") for line in warnings), res.stderr
+    assert any(line.startswith(f"warning: {SETTINGS_WARNING}") for line in warnings), res.stderr
+    assert "warning:" not in res.stdout
+    report = lb.write_leaderboards(recs, tmp_path / "boards", figures=False)
+    page = (tmp_path / "boards" / "tiny.md").read_text(encoding="utf-8")
+    assert VERSIONS_WARNING.removeprefix("tiny: ") in page and SETTINGS_WARNING.removeprefix("tiny: ") in page
+    assert report.warnings == [w.removeprefix("warning: ") for w in warnings]
+
+
+def test_one_code_version_and_one_setting_give_no_warning(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    for r in synthetic_records(with_figure_data=False):
+        write_record(r, record_path(tmp_path / "records", "fair", r.dataset, r.method, r.bits, r.seed))
+    res = CliRunner().invoke(main, ["leaderboard", "--results", str(tmp_path / "records")])
+    assert res.exit_code == 0 and "warning:" not in res.stderr, res.stderr
+    page = lb.render_board(lb.build_boards(lb.records_frame(synthetic_records(with_figure_data=False)))[0])
+    assert "code versions" not in page and "**Warning:**" not in page

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 
 import pytest
 import torch
@@ -60,3 +61,14 @@ def test_damaged_weights_are_retrained_to_the_same_bytes(quick_pretext) -> None:
     assert second.weights_source == first.weights_source
     for a, b in zip(first.state_dict().values(), second.state_dict().values()):
         assert torch.equal(a, b)
+
+
+def test_training_announces_its_start_and_its_seconds_on_stderr(quick_pretext, capfd) -> None:  # type: ignore[no-untyped-def]
+    """The first run must not train the pretext backbone in silence, even with ``-q`` (issue 15)."""
+    pretext.pretext_weights("resnet18", 16)
+    err = capfd.readouterr().err.splitlines()
+    assert len(err) == 2, err
+    assert err[0].startswith("pretext: training the resnet18 backbone at 16 px") and "1 epochs" in err[0]
+    assert re.fullmatch(r"pretext: resnet18 backbone trained in \d+\.\d s \(pretext-resnet18-16px-\w+\.pt\)", err[1])
+    pretext.pretext_weights("resnet18", 16)  # cached: nothing to say
+    assert capfd.readouterr().err == ""

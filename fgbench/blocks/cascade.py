@@ -37,6 +37,11 @@ def stage_widths(backbone_channels: int, mid_ratio: float, out_ratio: float, hid
 
 
 def check_stages(stages: tuple[int, ...]) -> tuple[int, ...]:
+    """The backbone stages a cascade hashes from, sorted and de-duplicated; each must be 1..4.
+
+    Raises:
+        ConfigError: one line naming the stages and the ``--set METHOD.stages=...`` to use.
+    """
     stages = tuple(sorted({int(s) for s in stages}))
     if not stages or stages[0] < 1 or stages[-1] > 4:
         raise ConfigError(f"stages {stages}: choose backbone stages among 1, 2, 3, 4 (e.g. --set METHOD.stages=2,3,4)")

@@ -24,6 +24,7 @@ class CodeMemory(nn.Module):
     """
 
     def __init__(self, num_train: int, bits: int, init: str = "zeros", generator: torch.Generator | None = None) -> None:
+        """``init``: ``"zeros"`` or ``"sign-random"`` (random +-1, drawn from ``generator``)."""
         super().__init__()
         if init == "zeros":
             codes = torch.zeros(num_train, bits)
@@ -35,13 +36,20 @@ class CodeMemory(nn.Module):
 
     @torch.no_grad()
     def update(self, indices: torch.Tensor, values: torch.Tensor) -> None:
+        """Overwrite rows ``indices`` (``Batch.indices``) with ``values`` ``(len(indices), bits)``, detached.
+
+        Under ``--nproc N`` the harness all-gathers every update, so each rank's
+        memory holds the rows of the global batch.
+        """
         self.codes[indices.to(self.codes.device)] = values.detach().to(self.codes.dtype)
 
     @torch.no_grad()
     def replace(self, values: torch.Tensor) -> None:
+        """Overwrite the whole memory with ``values`` ``(num_train, bits)``, e.g. ``ctx.encode_train()`` at epoch end."""
         self.codes.copy_(values.detach().to(self.codes.dtype))
 
     def binary(self) -> torch.Tensor:
+        """``sign`` of the codes as +-1 (0 maps to +1), ``(num_train, bits)``, in the memory's dtype."""
         return torch.where(self.codes >= 0, 1.0, -1.0).to(self.codes.dtype)
 
     @torch.no_grad()
@@ -66,6 +74,7 @@ class ClassMeans(nn.Module):
     """
 
     def __init__(self, num_classes: int, shape: int | tuple[int, ...]) -> None:
+        """Zero sums ``(num_classes, *shape)`` and counts ``(num_classes,)``; ``shape`` is one vector's shape."""
         super().__init__()
         shape = (shape,) if isinstance(shape, int) else tuple(shape)
         self.register_buffer("sums", torch.zeros(num_classes, *shape))
@@ -89,5 +98,6 @@ class ClassMeans(nn.Module):
 
     @torch.no_grad()
     def reset(self) -> None:
+        """Zero the sums and counts (e.g. at the start of each epoch)."""
         self.sums.zero_()
         self.counts.zero_()

@@ -203,8 +203,12 @@ def check_method_sets(registry: Registry, method_sets: Mapping[str, Mapping[str,
 
 
 def print_leaderboard(results: Path, datasets: set[str] | None = None) -> None:
-    """Print the measured (and paper-comparison) tables of every board in ``results``."""
-    from fgbench.results.leaderboard import (build_boards, divergence_warnings, paper_numbers, records_frame,
+    """Print the measured (and paper-comparison) tables of every board in ``results``, then the boards' warnings.
+
+    The warnings (mixed protocol settings, mixed code versions, diverged runs)
+    are the ones the written pages carry, one ``warning:`` line each on stderr.
+    """
+    from fgbench.results.leaderboard import (board_warnings, build_boards, paper_numbers, records_frame,
                                              render_console)
     from fgbench.records import iter_records
 
@@ -219,7 +223,7 @@ def print_leaderboard(results: Path, datasets: set[str] | None = None) -> None:
     for board in boards:
         click.echo("\n" + render_console(board))
     click.echo("Significance tests and figures: fgbench leaderboard --write")
-    for warning in divergence_warnings(boards):
+    for warning in board_warnings(boards):
         click.echo(f"warning: {warning}", err=True)
 
 

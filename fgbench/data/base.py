@@ -106,6 +106,7 @@ class DatasetStatus:
 
     @property
     def available(self) -> bool:
+        """Whether the dataset can be loaded (``state == "found"``)."""
         return self.state == "found"
 
 
@@ -159,6 +160,7 @@ class DatasetSpec:
     weights_providers: Mapping[str, Callable[[str, str], tuple[Path, str]]] = field(default_factory=dict)
 
     def validate(self) -> None:
+        """Raise ``ValueError`` with a readable reason when the spec is malformed (the host calls it)."""
         validate_name("dataset", self.name)
         if not callable(self.load) or not callable(self.status):
             raise ValueError(f"dataset {self.name!r}: load and status must be callable")

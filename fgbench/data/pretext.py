@@ -17,6 +17,11 @@ against it every time it is used: a weights file that is empty, truncated,
 replaced (e.g. by ``{}``) or has a flipped byte, or one without that record
 (written by an older fgbench), is never loaded: a one-line warning names it
 and it is trained again (deterministic: the same weights come back).
+
+Training them takes a while on a CPU (the measured time is in
+docs/embedded-dataset.md), so it is announced on stderr with one line when it
+starts and one, with the seconds, when it ends, whatever the command's
+``--quiet``: the first run never trains in silence.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ import hashlib
 import io
 import json
 import os
+import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -42,6 +49,11 @@ from fgbench.errors import BackboneError
 PRETEXT_VERSION = 1
 PRETEXT_EPOCHS = 5
 PRETEXT_SEED = 123
+
+
+def _progress(message: str) -> None:
+    """One progress line on stderr (shown with ``-q`` too: ``-q`` only hides progress bars)."""
+    print(message, file=sys.stderr, flush=True)
 
 
 def pretext_cache_root() -> Path:
@@ -148,7 +160,8 @@ def verified_pretext_weights(backbone_name: str, image_size: int) -> tuple[Path,
     """Path and SHA-256 of the cached pretext weights, verified against their checksum record.
 
     Absent weights are trained now; damaged ones (see :func:`check_weights_file`)
-    are trained again after a one-line warning naming the file.  Both happen
+    are trained again after a one-line warning naming the file.  Training
+    prints a line on stderr when it starts and one with its seconds when it ends.  Both happen
     behind a file lock, and the new file is written atomically, then its record.
     """
     path = weights_path(backbone_name, image_size)
@@ -162,6 +175,9 @@ def verified_pretext_weights(backbone_name: str, image_size: int) -> tuple[Path,
             return path, sha
         if problem != "absent":
             warnings.warn(f"pretext weights {path}: {problem}; not using them, training them again", stacklevel=2)
+        _progress(f"pretext: training the {backbone_name} backbone at {image_size} px on the synthetic pretext set "
+                  f"({PRETEXT_EPOCHS} epochs; once per machine, cached in {path.parent}) ...")
+        started = time.perf_counter()
         buffer = io.BytesIO()
         torch.save(_train(backbone_name, image_size), buffer)
         data = buffer.getvalue()
@@ -170,6 +186,7 @@ def verified_pretext_weights(backbone_name: str, image_size: int) -> tuple[Path,
         record = {"sha256": sha, "bytes": len(data), "backbone": backbone_name, "image_size": image_size,
                   "pretext_version": PRETEXT_VERSION, "epochs": PRETEXT_EPOCHS, "torch": torch.__version__}
         atomic_write_text(meta_path(path), json.dumps(record, indent=2) + "\n")
+        _progress(f"pretext: {backbone_name} backbone trained in {time.perf_counter() - started:.1f} s ({path.name})")
     return path, sha
 
 

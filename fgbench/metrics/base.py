@@ -21,6 +21,14 @@ class MetricSpec:
     distance histograms of all and of relevant database items, from which
     every ranking metric with the documented tie rule follows) and returns a
     float.
+
+    Attributes:
+        name: its key in the run record's ``metrics``.
+        summary: one line for ``fgbench list``.
+        compute: ``compute(evaluation) -> float``.
+        higher_is_better: whether larger values are better (declared for readers and tools; fgbench does
+            not use it yet).
+        source: the distribution that registered it (filled in by the host).
     """
 
     name: str
@@ -30,6 +38,7 @@ class MetricSpec:
     source: str = ""
 
     def validate(self) -> None:
+        """Raise ``ValueError`` with a readable reason when the spec is malformed (the host calls it)."""
         if not isinstance(self.name, str) or not METRIC_NAME_RE.match(self.name):
             raise ValueError(f"invalid metric name {self.name!r}")
         if not callable(self.compute):

@@ -109,7 +109,14 @@ def pr_curve_from_histograms(h_all: np.ndarray, h_rel: np.ndarray) -> tuple[np.n
 
 @dataclass
 class RetrievalEvaluation:
-    """Per-query distance histograms and the per-query AP derived from them."""
+    """Per-query distance histograms and the per-query AP derived from them.
+
+    Attributes:
+        h_all: ``(num_query, bits + 1)`` ints: per query, how many database codes lie at Hamming distance 0..bits.
+        h_rel: the same, counting only the relevant (same-class) database codes.
+        average_precision: ``(num_query,)`` float64: each query's AP over the whole ranked database,
+            ties at one distance counted at their expected value (docs/metrics.md).
+    """
 
     h_all: np.ndarray
     h_rel: np.ndarray
@@ -123,23 +130,29 @@ class RetrievalEvaluation:
 
     @property
     def n_bits(self) -> int:
+        """The code length."""
         return self.h_all.shape[1] - 1
 
     @property
     def mean_average_precision(self) -> float:
+        """mAP@all: the mean of ``average_precision`` (0.0 for no query)."""
         return float(self.average_precision.mean()) if len(self.average_precision) else 0.0
 
     @property
     def queries_without_relevant(self) -> int:
+        """Queries with no relevant database item (their AP is 0)."""
         return int((self.h_rel.sum(axis=1) == 0).sum())
 
     def precision_at(self, k: int) -> float:
+        """Mean precision of the top ``k`` (P@k; ties at the k-th distance by the rule of docs/metrics.md)."""
         return float(precision_at_k_from_histograms(self.h_all, self.h_rel, k).mean())
 
     def precision_radius(self, radius: int = 2) -> float:
+        """Mean precision of the database items within Hamming distance ``radius`` (docs/metrics.md)."""
         return float(precision_within_radius(self.h_all, self.h_rel, radius).mean())
 
     def pr_curve(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(precision, recall)``, each ``(bits + 1,)``: averaged over queries at Hamming radius 0..bits."""
         return pr_curve_from_histograms(self.h_all, self.h_rel)
 
 
@@ -256,6 +269,17 @@ def evaluate_codes(
 
     When either side's codes are a CUDA tensor the torch GPU path runs on
     that device; otherwise the numba CPU kernel.
+
+    Args:
+        query_codes: ``(num_query, bits)`` codes of the queries (test split).
+        db_codes: ``(num_db, bits)`` codes of the database (training split).
+        query_labels: ``(num_query,)`` class indices.
+        db_labels: ``(num_db,)`` class indices.
+
+    Returns:
+        A :class:`RetrievalEvaluation`: ``.mean_average_precision`` is mAP@all,
+        ``.average_precision`` the per-query APs, plus P@k, precision within a
+        radius and the PR curve.
     """
     _shim_options(ties, topk)  # TEMP shim, drop at merge
     q_bits = _as_bits(query_codes, "query_codes")

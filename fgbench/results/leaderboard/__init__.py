@@ -38,15 +38,15 @@ records, so they are checked, and each path must resolve inside ``out``).
 
 from fgbench.results.leaderboard.boards import Board, Cell, MethodRow, build_boards
 from fgbench.results.leaderboard.frame import PaperNumbers, paper_numbers, records_frame
-from fgbench.results.leaderboard.pages import (REGENERATE, render_board, render_console, render_csv, render_docs_page,
-                                               render_summary)
+from fgbench.results.leaderboard.pages import (REGENERATE, board_warnings, render_board, render_console, render_csv,
+                                               render_docs_page, render_summary)
 from fgbench.results.leaderboard.tables import (DIVERGED_MARK, divergence_note, divergence_warnings, measured_table,
                                                 paper_table, setup_table, significance_section)
 from fgbench.results.leaderboard.write import LeaderboardError, WriteReport, write_leaderboards
 
 __all__ = [
     "Board", "Cell", "DIVERGED_MARK", "LeaderboardError", "MethodRow", "PaperNumbers", "REGENERATE", "WriteReport",
-    "build_boards", "divergence_note", "divergence_warnings", "measured_table", "paper_numbers", "paper_table",
-    "records_frame", "render_board", "render_console", "render_csv", "render_docs_page", "render_summary",
-    "setup_table", "significance_section", "write_leaderboards",
+    "board_warnings", "build_boards", "divergence_note", "divergence_warnings", "measured_table", "paper_numbers",
+    "paper_table", "records_frame", "render_board", "render_console", "render_csv", "render_docs_page",
+    "render_summary", "setup_table", "significance_section", "write_leaderboards",
 ]

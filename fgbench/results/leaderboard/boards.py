@@ -68,6 +68,8 @@ class Board:
     settings: int          # number of distinct protocol settings among the records (1 = identical for all)
     setting_summary: str
     cost_input: str
+    versions: dict[str, int] = field(default_factory=dict)  # fgbench version/commit -> number of records
+    differing: tuple[str, ...] = ()  # protocol fields whose value differs among the records (settings > 1)
 
     @property
     def slug(self) -> str:
@@ -170,6 +172,13 @@ def _method_row(method: str, mg: pd.DataFrame, dataset: str, paper: PaperNumbers
     )
 
 
+def _differing(settings: list[str]) -> tuple[str, ...]:
+    """The protocol fields whose values are not the same in every setting (JSON strings of :func:`records_frame`)."""
+    parsed = [json.loads(s) for s in settings]
+    keys = sorted({k for p in parsed for k in p})
+    return tuple(k for k in keys if len({json.dumps(p.get(k), sort_keys=True) for p in parsed}) > 1)
+
+
 def build_boards(df: pd.DataFrame, paper: PaperNumbers | None = None,
                  installed: set[str] | None = None) -> list[Board]:
     """Boards from :func:`records_frame` output, sorted by (dataset, protocol); rows by mean mAP.
@@ -187,5 +196,7 @@ def build_boards(df: pd.DataFrame, paper: PaperNumbers | None = None,
             rows=rows, settings=len(settings),
             setting_summary=_setting_summary(settings[0]) if len(settings) == 1 else "",
             cost_input=joined(group["cost_input"]),
+            versions={str(v) or "unknown": int(n) for v, n in sorted(group["version"].value_counts().items())},
+            differing=_differing(settings),
         ))
     return boards

@@ -33,6 +33,7 @@ from fgbench.metrics.base import MetricSpec
 from fgbench.metrics.retrieval import mean_average_precision
 from fgbench.records import CodesError, NoCodesError, RunRecord, read_codes
 from fgbench.results.leaderboard.boards import Board
+from fgbench.results.leaderboard.pages import docs_link
 from fgbench.results.leaderboard.tables import md_table
 from fgbench.results.rescore import AVERAGE, Convention, missing_metrics, peer_conventions, rescore
 
@@ -131,7 +132,8 @@ def convention_rows(board: Board, scores: Sequence[RunScores],
     return rows
 
 
-def conventions_section(board: Board, scores: Sequence[RunScores], peers: Sequence[Convention] | None = None) -> str:
+def conventions_section(board: Board, scores: Sequence[RunScores], peers: Sequence[Convention] | None = None,
+                        docs_prefix: str | None = "../docs/") -> str:
     """The board page's "Tie conventions" section."""
     peers = peer_conventions() if peers is None else tuple(peers)
     rows = convention_rows(board, scores, peers)
@@ -141,7 +143,8 @@ def conventions_section(board: Board, scores: Sequence[RunScores], peers: Sequen
              "mAP for the same codes. `index`: ties broken by database index; `deephash`: DeepHash-pytorch's "
              "`CalcTopMap` (argsort per query) over the whole database; `deephash@1000`: `CalcTopMap` with "
              "topk = 1000, the mAP@1000 many papers report. Mean over the runs that keep their codes (record "
-             "version 3); `fgbench evaluate` re-scores single runs ([metrics](../docs/metrics.md)). Also in "
+             "version 3); `fgbench evaluate` re-scores single runs "
+             f"({docs_link('metrics', 'metrics.md', docs_prefix)}). Also in "
              f"[{board.slug}.conventions.csv]({board.slug}.conventions.csv).\n")]
     if not peers:
         text.append("The installed evaluation engine has no tie convention other than `average`.\n")
@@ -193,7 +196,8 @@ def metric_rows(board: Board, scores: Sequence[RunScores], names: Sequence[str])
     return rows
 
 
-def metrics_section(board: Board, scores: Sequence[RunScores], metrics: Sequence[MetricSpec] = ()) -> str:
+def metrics_section(board: Board, scores: Sequence[RunScores], metrics: Sequence[MetricSpec] = (),
+                    docs_prefix: str | None = "../docs/") -> str:
     """The board page's "Registered metrics" section."""
     names = metric_names([s for s in scores if s.dataset == board.dataset and s.protocol == board.protocol], metrics)
     rows = metric_rows(board, scores, names)
@@ -210,7 +214,8 @@ def metrics_section(board: Board, scores: Sequence[RunScores], metrics: Sequence
         table.append([str(row["method"]), str(row["bits"]), str(row["runs"]), *cells])
     text = ["## Registered metrics\n",
             ("Every registered metric, mean over seeds (fgbench's convention: expected value over random orders "
-             "within ties; [metrics](../docs/metrics.md)). \\* a value that some runs did not record (its metric "
+             f"within ties; {docs_link('metrics', 'metrics.md', docs_prefix)}). "
+             "\\* a value that some runs did not record (its metric "
              "was registered after they ran), computed from their stored codes. —: no run of the row has it "
              f"(records without stored codes cannot be re-scored). Also in [{board.slug}.metrics.csv]"
              f"({board.slug}.metrics.csv).\n"),

@@ -16,9 +16,8 @@ from fgbench.results.leaderboard.conventions import (conventions_csv, convention
                                                      metrics_section, score_records)
 from fgbench.results.leaderboard.frame import PaperNumbers, records_frame
 from fgbench.results.leaderboard.boards import Board, build_boards
-from fgbench.results.leaderboard.tables import divergence_warnings
-from fgbench.results.leaderboard.pages import (FIGURES_DIR, figure_stems, render_board, render_csv, render_docs_page,
-                                               render_summary)
+from fgbench.results.leaderboard.pages import (FIGURES_DIR, board_warnings, figure_stems, render_board, render_csv,
+                                               render_docs_page, render_summary)
 from fgbench.errors import LeaderboardError, first_line
 
 
@@ -28,7 +27,7 @@ class WriteReport:
 
     written: list[Path] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)   # diverged runs (:func:`divergence_warnings`)
+    warnings: list[str] = field(default_factory=list)   # mixed settings/versions, diverged runs (board_warnings)
 
 
 DatasetLoader = Callable[[str], Any]
@@ -115,12 +114,20 @@ def write_leaderboards(records: Iterable[RunRecord], out_dir: Path, *, docs_page
     but ``docs_page`` is written below ``out_dir``: before anything is written,
     each board's dataset and protocol must be valid names
     (:func:`fgbench._names.validate_name`) and each output path must
-    resolve inside ``out_dir``.  Diverged runs are listed in
-    ``report.warnings``.  Each board also gets its tie-convention and
-    registered-metrics tables (:mod:`.conventions`: page sections and
-    ``<slug>.conventions.csv``, ``<slug>.metrics.csv``), re-scored from the
-    records' stored codes; ``metrics`` are the registered metrics (a record
-    lacking one is re-scored from its codes).
+    resolve inside ``out_dir``.  The warnings the pages carry (mixed protocol
+    settings, mixed code versions, diverged runs) are listed in
+    ``report.warnings``, one line each.
+
+    Links from the boards to the docs (``metrics.md``, ``leaderboards.md``) are
+    relative to the folder of ``docs_page`` when one is written (a bare
+    ``--write``: ``leaderboards/`` beside ``docs/``); without a docs page the
+    output folder may be anywhere, so the pages name the docs instead of
+    linking them (no link can break).
+    Each board also gets its tie-convention and registered-metrics tables
+    (:mod:`.conventions`: page sections and ``<slug>.conventions.csv``,
+    ``<slug>.metrics.csv``), re-scored from the records' stored codes;
+    ``metrics`` are the registered metrics (a record lacking one is re-scored
+    from its codes).
 
     Raises:
         LeaderboardError: an output path would leave ``out_dir`` (nothing is written then).
@@ -129,19 +136,23 @@ def write_leaderboards(records: Iterable[RunRecord], out_dir: Path, *, docs_page
     records = list(records)
     boards = build_boards(records_frame(records), paper, installed)
     check_output_paths(boards, out_dir, figures)
-    report = WriteReport(warnings=divergence_warnings(boards))
+    report = WriteReport(warnings=board_warnings(boards))
     scores, report.notes = score_records(records, metrics) if boards else ([], [])
+    docs_prefix = None
+    if docs_page is not None:
+        docs_prefix = Path(os.path.relpath(docs_page.resolve().parent, out_dir.resolve())).as_posix() + "/"
     for b in boards:
         md_path, csv_path = out_dir / f"{b.slug}.md", out_dir / f"{b.slug}.csv"
         conv_path, metrics_path = out_dir / f"{b.slug}.conventions.csv", out_dir / f"{b.slug}.metrics.csv"
-        page = render_board(b) + "\n" + conventions_section(b, scores) + "\n" + metrics_section(b, scores, metrics)
+        page = (render_board(b, docs_prefix) + "\n" + conventions_section(b, scores, docs_prefix=docs_prefix)
+                + "\n" + metrics_section(b, scores, metrics, docs_prefix=docs_prefix))
         atomic_write_text(md_path, page)
         atomic_write_text(csv_path, render_csv(b))
         atomic_write_text(conv_path, conventions_csv(b, scores))
         atomic_write_text(metrics_path, metrics_csv(b, scores, metrics))
         report.written += [md_path, csv_path, conv_path, metrics_path]
     readme = out_dir / "README.md"
-    atomic_write_text(readme, render_summary(boards))
+    atomic_write_text(readme, render_summary(boards, docs_prefix))
     report.written.append(readme)
     if docs_page is not None:
         prefix = Path(os.path.relpath(out_dir.resolve(), docs_page.resolve().parent)).as_posix() + "/"
