@@ -36,6 +36,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 import torch
+import numba
 from numba import njit, prange, types
 from numba.extending import intrinsic
 
@@ -626,3 +627,36 @@ def average_precision_fast(h_all: np.ndarray, h_rel: np.ndarray, topk: int = 0) 
     h_all = np.ascontiguousarray(h_all, dtype=np.int64)
     h_rel = np.ascontiguousarray(h_rel, dtype=np.int64)
     return _ap_kernel(h_all, h_rel, int(topk), SMALL_HARMONIC, DIRECT_SUM_MAX)
+
+
+def _signature(*args: Any) -> tuple[Any, ...]:
+    return tuple(numba.typeof(a) for a in args)
+
+
+def compile_kernels(conventions: tuple[str, ...] = ("average",)) -> None:
+    """Compile (or load from numba's cache) the kernels evaluation calls, without running them.
+
+    The argument types are taken from tiny inputs prepared by the same
+    helpers as real ones, so the signatures are those evaluation uses
+    (tested: evaluating afterwards compiles nothing new).  ``"average"``
+    covers :func:`evaluate_cpu` and :func:`average_precision_fast` (the GPU
+    path's AP); ``"index"`` and ``"deephash"`` their kernels.
+    """
+    codes = np.array([[1.0, -1.0], [-1.0, 1.0]])
+    labels = np.array([0, 1])
+    qp, dp, q_cls, d_cls, n_classes = _packed_inputs(codes, codes, labels, labels)
+    n_bits = 2
+    uq, _c, q_row = _distinct_codes(qp, n_bits)
+    ud, ud_counts, _ = _distinct_codes(dp, n_bits)
+    hist = np.zeros((len(qp), n_bits + 1), dtype=np.int64)
+    cls_start = np.zeros(n_classes + 1, dtype=np.int64)
+    topk = 0
+    if "average" in conventions:
+        _all_kernel.compile(_signature(uq, ud, ud_counts, False, n_bits))
+        _rel_ap_kernel.compile(_signature(qp, q_row, hist, q_cls, dp, cls_start, n_bits, topk, SMALL_HARMONIC,
+                                          DIRECT_SUM_MAX))
+        _ap_kernel.compile(_signature(hist, hist, topk, SMALL_HARMONIC, DIRECT_SUM_MAX))
+    if "index" in conventions:
+        _index_ap_kernel.compile(_signature(qp, dp, q_cls, d_cls, hist, hist, topk))
+    if "deephash" in conventions:
+        _distance_rows.compile(_signature(qp, dp, np.zeros((2, 2), dtype=np.float32)))
