@@ -68,12 +68,21 @@ def lower_bound_four(q, d, n_bits):  # type: ignore[no-untyped-def]  # pragma: n
         loc = np.zeros((4, n_bits + 1), dtype=np.int64)
         i0 = 4 * b
         m = min(4, nq - i0)
-        for j in range(nd):
-            for r in range(m):
-                dist = 0
-                for w in range(nw):
-                    dist += _popcount(q[i0 + r, w] ^ d[j, w])
-                loc[r, dist] += 1
+        if nw == 1 and m == 4:  # codes of up to 64 bits: the four query words stay in registers
+            q0, q1, q2, q3 = q[i0, 0], q[i0 + 1, 0], q[i0 + 2, 0], q[i0 + 3, 0]
+            for j in range(nd):
+                x = d[j, 0]
+                loc[0, _popcount(q0 ^ x)] += 1
+                loc[1, _popcount(q1 ^ x)] += 1
+                loc[2, _popcount(q2 ^ x)] += 1
+                loc[3, _popcount(q3 ^ x)] += 1
+        else:
+            for j in range(nd):
+                for r in range(m):
+                    dist = 0
+                    for w in range(nw):
+                        dist += _popcount(q[i0 + r, w] ^ d[j, w])
+                    loc[r, dist] += 1
         for r in range(m):
             h[i0 + r] = loc[r]
     return h
