@@ -71,3 +71,33 @@ def test_torch_rejects_unknown_method() -> None:
     x = torch.ones(2, 8)
     with pytest.raises(ValueError, match="method"):
         hk.histograms_torch(x, x, torch.zeros(2), torch.zeros(2), method="sort")
+
+
+def test_kernels_compiled_ahead_are_the_ones_evaluation_runs() -> None:
+    """After compile_ahead (and compile_kernels for the other conventions) evaluating compiles nothing new: the
+    warm-up's signatures are exactly those of real calls (fresh process; kernels may come from numba's cache)."""
+    script = (
+        "import numpy as np, torch\n"
+        "from fgbench.metrics.warmup import compile_ahead, compile_seconds\n"
+        "compile_ahead().join(); assert compile_seconds() is not None\n"
+        "from fgbench.metrics import hamming_kernels as hk, evaluate_codes\n"
+        "hk.compile_kernels(('index', 'deephash'))\n"
+        "kernels = {n: k for n, k in vars(hk).items() if hasattr(k, 'signatures') and hasattr(k, 'py_func')}\n"
+        "before = {n: list(k.signatures) for n, k in kernels.items()}\n"
+        "rng = np.random.default_rng(0)\n"
+        "for bits in (12, 48, 70):\n"
+        "    q = np.sign(rng.standard_normal((30, bits))); d = np.sign(rng.standard_normal((50, bits)))\n"
+        "    ql, dl = rng.integers(0, 4, 30), rng.integers(0, 4, 50)\n"
+        "    for ties in ('average', 'index', 'deephash'):\n"
+        "        for topk in (None, 7):\n"
+        "            evaluate_codes(q, d, ql, dl, ties=ties, topk=topk)\n"
+        "            evaluate_codes(torch.tensor(q), torch.tensor(d), list(ql), list(dl), ties=ties, topk=topk)\n"
+        "    hk.average_precision_fast(np.ones((2, bits + 1), int), np.ones((2, bits + 1), int), 3)\n"
+        "new = {n: [s for s in k.signatures if s not in before[n]] for n, k in kernels.items()}\n"
+        "print(sorted(n for n, s in before.items() if s)); print({n: s for n, s in new.items() if s})\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    compiled, new = out.stdout.strip().splitlines()[-2:]
+    assert "_rel_ap_kernel" in compiled and "_index_ap_kernel" in compiled and "_distance_rows" in compiled
+    assert new == "{}"

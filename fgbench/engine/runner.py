@@ -63,6 +63,7 @@ from fgbench.engine.train import NonFiniteLossError, train_model
 from fgbench.methods import BuildContext, MethodSpec
 from fgbench.metrics.cost import encode_cost
 from fgbench.metrics.retrieval import evaluate_codes
+from fgbench.metrics.warmup import compile_ahead
 from fgbench._plugins import PluginError, Registry, entry_point_packages
 from fgbench.protocol import Protocol, ProtocolError, upgrade_protocol_dict
 from fgbench.metrics.summaries import pr_curve_field, retrieval_examples_field
@@ -280,6 +281,8 @@ class JobRunner:
         version = method_version(mspec)
         weights = _weights_source(model)
         meta = job_identity(job, config, version)
+        if runtime.is_main:
+            compile_ahead()  # the evaluation kernels compile while the model trains (docs/performance.md)
         train_split, train_source = input_split(dataset, "train", job.protocol, train=True)
         train_result = train_model(model, train_split, job.protocol, runtime, self.options, job.seed,
                                    checkpoint_path=path.with_suffix(".ckpt"), desc=job.label, checkpoint_meta=meta,

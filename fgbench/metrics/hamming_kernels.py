@@ -36,6 +36,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 import torch
+import numba
 from numba import njit, prange, types
 from numba.extending import intrinsic
 
@@ -166,24 +167,6 @@ def _all_kernel(q, d, counts, weighted, n_bits):  # pragma: no cover - jitted
     return h
 
 
-@_jit(parallel=True)
-def _rel_kernel(q, q_cls, d_cls, c_cls, cls_start, n_bits):  # pragma: no cover - jitted
-    """``h[i, k]`` = relevant database items at distance ``k``: query ``i`` against its class block only."""
-    nq = q.shape[0]
-    nw = q.shape[1]
-    h = np.zeros((nq, n_bits + 1), dtype=np.int64)
-    for i in prange(nq):
-        lab = q_cls[i]
-        if lab < 0:
-            continue
-        for j in range(cls_start[lab], cls_start[lab + 1]):
-            dist = 0
-            for w in range(nw):
-                dist += _popcount64(q[i, w] ^ d_cls[j, w])
-            h[i, dist] += c_cls[j]
-    return h
-
-
 def _row_view(packed: np.ndarray) -> np.ndarray:
     """Rows of a 2-D uint64 array as one sortable scalar each (itself when one word)."""
     packed = np.ascontiguousarray(packed)
@@ -204,23 +187,193 @@ def _unique_rows(packed: np.ndarray, return_inverse: bool = False):  # type: ign
     return rows, counts
 
 
-def _class_blocks(dp: np.ndarray, d_cls: np.ndarray, n_classes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Database codes grouped by class and de-duplicated within each: (codes, counts, class starts)."""
+def _class_indices(query_labels: np.ndarray, db_labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """Labels as dense class indices 0..C-1 shared by both sides: (query classes, database classes, C).
+
+    Small non-negative labels (the usual case) are mapped through a lookup table (no sort).
+    """
+    ql = np.asarray(query_labels).reshape(-1).astype(np.int64, copy=False)
+    dl = np.asarray(db_labels).reshape(-1).astype(np.int64, copy=False)
+    lo = min(int(ql.min()), int(dl.min()))
+    hi = max(int(ql.max()), int(dl.max()))
+    if lo >= 0 and hi < 4 * (len(ql) + len(dl)) + 1024:
+        present = np.zeros(hi + 1, dtype=bool)
+        present[ql] = True
+        present[dl] = True
+        index = np.cumsum(present) - 1
+        return index[ql], index[dl], int(index[-1]) + 1
+    classes, inverse = np.unique(np.concatenate([dl, ql]), return_inverse=True)
+    inverse = np.asarray(inverse).reshape(-1).astype(np.int64)
+    return inverse[len(dl):], inverse[: len(dl)], len(classes)
+
+
+def _distinct_codes(packed: np.ndarray, n_bits: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Distinct rows of packed codes: (rows, counts, inverse); a counting table instead of a sort up to 16 bits."""
+    if n_bits <= 16:
+        values = packed[:, 0].astype(np.int64)
+        counts = np.bincount(values, minlength=1 << n_bits)
+        present = np.flatnonzero(counts)
+        lookup = np.empty(1 << n_bits, dtype=np.int64)
+        lookup[present] = np.arange(len(present))
+        rows = np.ascontiguousarray(present.astype(np.uint64).reshape(-1, 1))
+        return rows, counts[present].astype(np.int64), lookup[values]
+    rows, counts, inverse = _unique_rows(packed, return_inverse=True)
+    return rows, counts, inverse.astype(np.int64)
+
+
+@_jit()
+def _hypergeometric_ap(acc, r_before, n_before, n, r, m, small_harmonic, direct_max):  # pragma: no cover - jitted
+    """Expected AP@K when the top K ends ``m`` items into a tie block of ``n`` items holding ``r`` relevant ones.
+
+    ``acc``: summed precisions of the ``r_before`` relevant items among the ``n_before`` items before the block.
+    The number x of relevant items among the block's first m places is hypergeometric; given x they sit
+    uniformly in those m places, so they add ``(x/m) * ((R+1) S + beta_x T)`` (the whole-block formula with
+    n -> m, r -> x, beta_x = (x-1)/(m-1)), and AP@K = E[(acc + that) / (R + x)] (0 when R + x = 0).
+    """
+    x_lo = max(0, m - (n - r))
+    x_hi = min(r, m)
+    s, t = _block_sums(n_before, m, small_harmonic, direct_max)
+    # log weights by the ratio P(x+1)/P(x) = (r-x)(m-x) / ((x+1)(n-r-m+x+1)), then normalised
+    count = x_hi - x_lo + 1
+    lw = np.zeros(count)
+    for c in range(1, count):
+        x = x_lo + c - 1
+        lw[c] = lw[c - 1] + math.log((r - x) * (m - x)) - math.log((x + 1) * (n - r - m + x + 1))
+    top = lw.max()
+    total_w = 0.0
+    value = 0.0
+    for c in range(count):
+        x = x_lo + c
+        w = math.exp(lw[c] - top)
+        total_w += w
+        if r_before + x == 0:
+            continue
+        beta = (x - 1) / (m - 1) if m > 1 else 0.0
+        add = (x / m) * ((r_before + 1) * s + beta * t) if x > 0 else 0.0
+        value += w * (acc + add) / (r_before + x)
+    return value / total_w
+
+
+@_jit()
+def _expected_ap(h_all, h_rel, i, topk, small_harmonic, direct_max):  # pragma: no cover - jitted
+    """Expected AP (random order within tied distances) of row ``i``; mAP@K when ``topk`` > 0.
+
+    AP@K divides by the relevant items retrieved in the top K (as DeepHash-pytorch's CalcTopMap); with
+    ``topk`` <= 0 or >= the database size that is every relevant item (AP@all).
+    """
+    nb = h_all.shape[1]
+    n_before = 0
+    r_before = 0
+    acc = 0.0
+    for k in range(nb):
+        n = h_all[i, k]
+        r = h_rel[i, k]
+        if topk > 0 and n_before + n > topk:
+            return _hypergeometric_ap(acc, r_before, n_before, n, r, topk - n_before, small_harmonic, direct_max)
+        if r > 0:
+            s, t = _block_sums(n_before, n, small_harmonic, direct_max)
+            beta = (r - 1) / (n - 1) if n > 1 else 0.0
+            acc += (r / n) * ((r_before + 1) * s + beta * t)
+        n_before += n
+        r_before += r
+    return acc / r_before if r_before > 0 else 0.0
+
+
+@_jit()  # serial: little work (a class block per query), and one parallel launch less (costly on a loaded CPU)
+def _rel_ap_kernel(q, q_row, h_code, q_cls, d_sorted, cls_start, n_bits, topk,  # pragma: no cover - jitted
+                   small_harmonic, direct_max):
+    """Per query: ``h_all`` (row ``q_row[i]`` of the distinct-code table), ``h_rel`` (its class block only), AP."""
+    nq = q.shape[0]
+    nw = q.shape[1]
+    nb = n_bits + 1
+    h_all = np.empty((nq, nb), dtype=np.int64)
+    h_rel = np.zeros((nq, nb), dtype=np.int64)
+    ap = np.zeros(nq, dtype=np.float64)
+    for i in range(nq):
+        row = q_row[i]
+        for k in range(nb):
+            h_all[i, k] = h_code[row, k]
+        lab = q_cls[i]
+        for j in range(cls_start[lab], cls_start[lab + 1]):
+            dist = 0
+            for w in range(nw):
+                dist += _popcount64(q[i, w] ^ d_sorted[j, w])
+            h_rel[i, dist] += 1
+        ap[i] = _expected_ap(h_all, h_rel, i, topk, small_harmonic, direct_max)
+    return h_all, h_rel, ap
+
+
+@_jit(parallel=True)
+def _index_ap_kernel(q, d, q_cls, d_cls, h_all, h_rel, topk):  # pragma: no cover - jitted
+    """AP (AP@K when ``topk`` > 0) with ties broken by database index: rank by (distance, index).
+
+    A relevant item j at distance k has rank ``#(dist < k) + #(dist == k, index < j) + 1`` and as many
+    relevant items up to it: one pass over the database in index order counting what was seen per distance.
+    """
+    nq = q.shape[0]
+    nw = q.shape[1]
+    nd = d.shape[0]
+    nb = h_all.shape[1]
+    ap = np.zeros(nq, dtype=np.float64)
+    for i in prange(nq):
+        before_all = np.zeros(nb, dtype=np.int64)
+        before_rel = np.zeros(nb, dtype=np.int64)
+        for k in range(1, nb):
+            before_all[k] = before_all[k - 1] + h_all[i, k - 1]
+            before_rel[k] = before_rel[k - 1] + h_rel[i, k - 1]
+        seen_all = np.zeros(nb, dtype=np.int64)
+        seen_rel = np.zeros(nb, dtype=np.int64)
+        lab = q_cls[i]
+        acc = 0.0
+        hits = 0
+        for j in range(nd):
+            dist = 0
+            for w in range(nw):
+                dist += _popcount64(q[i, w] ^ d[j, w])
+            if d_cls[j] == lab:
+                rank = before_all[dist] + seen_all[dist] + 1
+                if topk <= 0 or rank <= topk:
+                    acc += (before_rel[dist] + seen_rel[dist] + 1) / rank
+                    hits += 1
+                seen_rel[dist] += 1
+            seen_all[dist] += 1
+        ap[i] = acc / hits if hits > 0 else 0.0
+    return ap
+
+
+@_jit(parallel=True)
+def _distance_rows(q, d, out):  # pragma: no cover - jitted
+    """``out[i, j]`` = Hamming distance of query row ``i`` and database row ``j`` (float32, as CalcTopMap's)."""
+    nq = q.shape[0]
+    nw = q.shape[1]
+    nd = d.shape[0]
+    for i in prange(nq):
+        for j in range(nd):
+            dist = 0
+            for w in range(nw):
+                dist += _popcount64(q[i, w] ^ d[j, w])
+            out[i, j] = dist
+
+
+def _packed_inputs(query_codes: np.ndarray, db_codes: np.ndarray, query_labels: np.ndarray,
+                   db_labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+    q_cls, d_cls, n_classes = _class_indices(query_labels, db_labels)
+    return pack_codes(query_codes), pack_codes(db_codes), q_cls, d_cls, n_classes
+
+
+def _histograms_and_ap(qp: np.ndarray, dp: np.ndarray, q_cls: np.ndarray, d_cls: np.ndarray, n_classes: int,
+                       n_bits: int, topk: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(h_all, h_rel, expected AP) from packed codes and dense class indices."""
+    uq, _qc, q_row = _distinct_codes(qp, n_bits)
+    ud, ud_counts, _ = _distinct_codes(dp, n_bits)
+    weighted = bool(len(ud_counts) and ud_counts.max() > 1)
+    h_code = _all_kernel(uq, ud, ud_counts, weighted, n_bits)
     order = np.argsort(d_cls, kind="stable")
-    bounds = np.searchsorted(d_cls[order], np.arange(n_classes + 1))
-    blocks, counts, starts = [], [], [0]
-    for c in range(n_classes):
-        rows = dp[order[bounds[c] : bounds[c + 1]]]
-        if len(rows):
-            u, cnt = _unique_rows(rows)
-        else:
-            u, cnt = np.zeros((0, dp.shape[1]), np.uint64), np.zeros(0, np.int64)
-        blocks.append(u)
-        counts.append(cnt)
-        starts.append(starts[-1] + len(u))
-    d_blocks = np.ascontiguousarray(np.concatenate(blocks)) if blocks else np.zeros((0, dp.shape[1]), np.uint64)
-    c_blocks = np.concatenate(counts) if counts else np.zeros(0, np.int64)
-    return d_blocks, c_blocks, np.asarray(starts, dtype=np.int64)
+    d_sorted = np.ascontiguousarray(dp[order])
+    cls_start = np.zeros(n_classes + 1, dtype=np.int64)
+    np.cumsum(np.bincount(d_cls, minlength=n_classes), out=cls_start[1:])
+    return _rel_ap_kernel(qp, q_row, h_code, q_cls, d_sorted, cls_start, n_bits, topk, SMALL_HARMONIC,
+                          DIRECT_SUM_MAX)
 
 
 @_keeps_torch_threads
@@ -228,29 +381,69 @@ def histograms_all_cpu(query_codes: np.ndarray, db_codes: np.ndarray) -> np.ndar
     """``h_all`` ``(n_query, K+1)``: database items at each distance (labels play no part)."""
     n_bits = query_codes.shape[1]
     qp, dp = pack_codes(query_codes), pack_codes(db_codes)
-    d_all, c_all = _unique_rows(dp)
-    weighted = bool(len(c_all) and c_all.max() > 1)
-    uq, _counts, inverse = _unique_rows(qp, return_inverse=True)
-    if len(uq) == len(qp):  # nothing to share: skip the gather
-        return _all_kernel(qp, d_all, c_all, weighted, n_bits)
-    return _all_kernel(uq, d_all, c_all, weighted, n_bits)[inverse]
+    uq, _counts, q_row = _distinct_codes(qp, n_bits)
+    ud, ud_counts, _ = _distinct_codes(dp, n_bits)
+    weighted = bool(len(ud_counts) and ud_counts.max() > 1)
+    return _all_kernel(uq, ud, ud_counts, weighted, n_bits)[q_row]
 
 
 @_keeps_torch_threads
+def evaluate_cpu(query_codes: np.ndarray, db_codes: np.ndarray, query_labels: np.ndarray, db_labels: np.ndarray,
+                 topk: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Exact ``(h_all, h_rel, AP)`` on the CPU: histograms ``(n_query, K+1)`` and expected AP (AP@K if topk > 0).
+
+    ``h_all`` is computed once per distinct query code against the distinct database codes (with
+    multiplicities); ``h_rel`` by scanning the query's own class block of the class-sorted database; the AP of
+    each query in the same parallel pass.
+    """
+    qp, dp, q_cls, d_cls, n_classes = _packed_inputs(query_codes, db_codes, query_labels, db_labels)
+    return _histograms_and_ap(qp, dp, q_cls, d_cls, n_classes, query_codes.shape[1], topk)
+
+
 def histograms_cpu(
     query_codes: np.ndarray, db_codes: np.ndarray, query_labels: np.ndarray, db_labels: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact ``(h_all, h_rel)`` of shape ``(n_query, K+1)`` on the CPU."""
-    n_bits = query_codes.shape[1]
-    h_all = histograms_all_cpu(query_codes, db_codes)
-    qp, dp = pack_codes(query_codes), pack_codes(db_codes)
-    all_labels = np.concatenate([np.asarray(db_labels).reshape(-1), np.asarray(query_labels).reshape(-1)])
-    classes, inverse = np.unique(all_labels, return_inverse=True)
-    inverse = np.asarray(inverse).reshape(-1).astype(np.int64)
-    d_cls, q_cls = inverse[: len(dp)], inverse[len(dp) :]
-    d_blocks, c_blocks, starts = _class_blocks(dp, d_cls, len(classes))
-    h_rel = _rel_kernel(qp, q_cls, d_blocks, c_blocks, starts, n_bits)
+    h_all, h_rel, _ap = evaluate_cpu(query_codes, db_codes, query_labels, db_labels)
     return h_all, h_rel
+
+
+@_keeps_torch_threads
+def index_ap_cpu(query_codes: np.ndarray, db_codes: np.ndarray, query_labels: np.ndarray, db_labels: np.ndarray,
+                 topk: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """AP per query (AP@K if topk > 0) with ties broken by database index, and the ``h_rel`` row totals."""
+    n_bits = query_codes.shape[1]
+    qp, dp, q_cls, d_cls, n_classes = _packed_inputs(query_codes, db_codes, query_labels, db_labels)
+    h_all, h_rel, _ap = _histograms_and_ap(qp, dp, q_cls, d_cls, n_classes, n_bits, 0)
+    return _index_ap_kernel(qp, dp, q_cls, d_cls, h_all, h_rel, topk), h_rel.sum(axis=1)
+
+
+@_keeps_torch_threads
+def deephash_ap_cpu(query_codes: np.ndarray, db_codes: np.ndarray, query_labels: np.ndarray, db_labels: np.ndarray,
+                    topk: int = 0, block_elements: int = 1 << 22) -> tuple[np.ndarray, np.ndarray]:
+    """DeepHash-pytorch ``CalcTopMap``: per query ``np.argsort`` (numpy's default kind) of the float32 Hamming
+    distances, the first ``topk`` (all if <= 0), AP over the relevant items among them (0 when none).
+
+    Returns the AP per query and the number of relevant database items per query.
+    """
+    qp, dp, q_cls, d_cls, n_classes = _packed_inputs(query_codes, db_codes, query_labels, db_labels)
+    n_db = len(dp)
+    take = n_db if topk <= 0 else min(topk, n_db)
+    ranks = np.arange(1, take + 1, dtype=np.float64)
+    ap = np.zeros(len(qp))
+    step = max(1, block_elements // n_db)
+    dist = np.empty((min(step, len(qp)), n_db), dtype=np.float32)
+    for s in range(0, len(qp), step):
+        block = qp[s : s + step]
+        out = dist[: len(block)]
+        _distance_rows(block, dp, out)
+        order = np.argsort(out, axis=1)[:, :take]
+        rel = d_cls[order] == q_cls[s : s + step, None]
+        hits = np.cumsum(rel, axis=1)
+        found = hits[:, -1]
+        ap[s : s + step] = np.where(found > 0, (rel * (hits / ranks)).sum(axis=1) / np.maximum(found, 1), 0.0)
+    relevant = np.bincount(d_cls, minlength=n_classes)[q_cls]
+    return ap, relevant
 
 
 def _auto_chunk(n_db: int, bytes_per_pair: int, budget: int = 1 << 30) -> int:
@@ -413,40 +606,57 @@ def _block_sums(  # pragma: no cover - jitted
 
 
 @_jit(parallel=True)
-def _ap_kernel(h_all, h_rel, small_harmonic, direct_max):  # pragma: no cover - jitted
-    nq, nb = h_all.shape
+def _ap_kernel(h_all, h_rel, topk, small_harmonic, direct_max):  # pragma: no cover - jitted
+    nq = h_all.shape[0]
     ap = np.zeros(nq, dtype=np.float64)
     for i in prange(nq):
-        total = 0
-        for k in range(nb):
-            total += h_rel[i, k]
-        if total == 0:
-            continue
-        n_before = 0
-        r_before = 0
-        acc = 0.0
-        for k in range(nb):
-            n = h_all[i, k]
-            r = h_rel[i, k]
-            if r > 0:
-                s, t = _block_sums(n_before, n, small_harmonic, direct_max)
-                beta = (r - 1) / (n - 1) if n > 1 else 0.0
-                acc += (r / n) * ((r_before + 1) * s + beta * t)
-            n_before += n
-            r_before += r
-        ap[i] = acc / total
+        ap[i] = _expected_ap(h_all, h_rel, i, topk, small_harmonic, direct_max)
     return ap
 
 
 @_keeps_torch_threads
-def average_precision_fast(h_all: np.ndarray, h_rel: np.ndarray) -> np.ndarray:
+def average_precision_fast(h_all: np.ndarray, h_rel: np.ndarray, topk: int = 0) -> np.ndarray:
     """:func:`fgbench.metrics.retrieval.average_precision_from_histograms` in one parallel pass.
 
     The same expected AP (random order within tied distances), block by
     block, with the same cancellation-free sums (relative error ~1e-15); it
     differs from the numpy version only in rounding.  At VegFru scale
     (116,931 queries) it takes milliseconds instead of about a second.
+    With ``topk`` > 0: the expected AP@K (docs/metrics.md, "mAP@K").
     """
     h_all = np.ascontiguousarray(h_all, dtype=np.int64)
     h_rel = np.ascontiguousarray(h_rel, dtype=np.int64)
-    return _ap_kernel(h_all, h_rel, SMALL_HARMONIC, DIRECT_SUM_MAX)
+    return _ap_kernel(h_all, h_rel, int(topk), SMALL_HARMONIC, DIRECT_SUM_MAX)
+
+
+def _signature(*args: Any) -> tuple[Any, ...]:
+    return tuple(numba.typeof(a) for a in args)
+
+
+def compile_kernels(conventions: tuple[str, ...] = ("average",)) -> None:
+    """Compile (or load from numba's cache) the kernels evaluation calls, without running them.
+
+    The argument types are taken from tiny inputs prepared by the same
+    helpers as real ones, so the signatures are those evaluation uses
+    (tested: evaluating afterwards compiles nothing new).  ``"average"``
+    covers :func:`evaluate_cpu` and :func:`average_precision_fast` (the GPU
+    path's AP); ``"index"`` and ``"deephash"`` their kernels.
+    """
+    codes = np.array([[1.0, -1.0], [-1.0, 1.0]])
+    labels = np.array([0, 1])
+    qp, dp, q_cls, d_cls, n_classes = _packed_inputs(codes, codes, labels, labels)
+    n_bits = 2
+    uq, _c, q_row = _distinct_codes(qp, n_bits)
+    ud, ud_counts, _ = _distinct_codes(dp, n_bits)
+    hist = np.zeros((len(qp), n_bits + 1), dtype=np.int64)
+    cls_start = np.zeros(n_classes + 1, dtype=np.int64)
+    topk = 0
+    if "average" in conventions:
+        _all_kernel.compile(_signature(uq, ud, ud_counts, False, n_bits))
+        _rel_ap_kernel.compile(_signature(qp, q_row, hist, q_cls, dp, cls_start, n_bits, topk, SMALL_HARMONIC,
+                                          DIRECT_SUM_MAX))
+        _ap_kernel.compile(_signature(hist, hist, topk, SMALL_HARMONIC, DIRECT_SUM_MAX))
+    if "index" in conventions:
+        _index_ap_kernel.compile(_signature(qp, dp, q_cls, d_cls, hist, hist, topk))
+    if "deephash" in conventions:
+        _distance_rows.compile(_signature(qp, dp, np.zeros((2, 2), dtype=np.float32)))

@@ -16,13 +16,18 @@ Definitions (docs/metrics.md):
   distance <= r; 0 when nothing lies within r (the DPSH/DeepHash convention).
 * Inputs (docs/metrics.md, "Input rules"): entries > 0 are bit 1, labels are
   integer class indices; anything else raises :class:`MetricInputError`.
+* Other tie conventions (``ties=``, docs/metrics.md "Tie conventions"):
+  ``index`` ranks by (distance, database index); ``deephash`` is
+  DeepHash-pytorch's ``CalcTopMap`` (``np.argsort`` per query, ``topk``).
+  ``topk=K`` gives mAP@K, normalised by the relevant items retrieved in the
+  top K.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, Literal, overload
 
 import numpy as np
 import torch
@@ -107,26 +112,36 @@ def pr_curve_from_histograms(h_all: np.ndarray, h_rel: np.ndarray) -> tuple[np.n
     return precision.mean(axis=0), recall.mean(axis=0)
 
 
+TIE_CONVENTIONS: tuple[str, ...] = ("average", "index", "deephash")
+
+
 @dataclass
 class RetrievalEvaluation:
-    """Per-query distance histograms and the per-query AP derived from them.
+    """Per-query distance histograms and the per-query AP derived from them (``ties="average"``).
+
+    ``average_precision`` is the expected AP over tie orders, AP@``topk``
+    when ``topk`` is set; it is computed from the histograms when not given.
+    Precision@k, radius precision and the PR curve do not depend on
+    ``topk``.
 
     Attributes:
         h_all: ``(num_query, bits + 1)`` ints: per query, how many database codes lie at Hamming distance 0..bits.
         h_rel: the same, counting only the relevant (same-class) database codes.
-        average_precision: ``(num_query,)`` float64: each query's AP over the whole ranked database,
-            ties at one distance counted at their expected value (docs/metrics.md).
+        average_precision: ``(num_query,)`` float64: each query's AP (docs/metrics.md).
     """
 
     h_all: np.ndarray
     h_rel: np.ndarray
-    average_precision: np.ndarray = field(init=False)
+    average_precision: np.ndarray = None  # type: ignore[assignment]
+    topk: int | None = None
+    ties: str = field(default="average", init=False)
 
     def __post_init__(self) -> None:
-        from fgbench.metrics.hamming_kernels import average_precision_fast
+        if self.average_precision is None:
+            from fgbench.metrics.hamming_kernels import average_precision_fast
 
-        # the same closed form as average_precision_from_histograms, in one numba pass (ms at VegFru scale)
-        self.average_precision = average_precision_fast(self.h_all, self.h_rel)
+            # the same closed form as average_precision_from_histograms, in one numba pass (ms at VegFru scale)
+            self.average_precision = average_precision_fast(self.h_all, self.h_rel, self.topk or 0)
 
     @property
     def n_bits(self) -> int:
@@ -156,13 +171,52 @@ class RetrievalEvaluation:
         return pr_curve_from_histograms(self.h_all, self.h_rel)
 
 
-# TEMP shim (branch wip-codes), drop at merge: the engine branch (wip-mapeng) defines these for real.
-TIE_CONVENTIONS: tuple[str, ...] = ("average",)
+@dataclass
+class RankedEvaluation:
+    """The lighter result of ``ties="index"`` or ``"deephash"``: AP per query (AP@``topk`` when set) only.
+
+    Precision@k, radius precision and the PR curve are defined under the
+    tie-averaged convention only; asking for them raises
+    :class:`MetricInputError`.
+    """
+
+    average_precision: np.ndarray
+    relevant_per_query: np.ndarray
+    ties: str
+    topk: int | None = None
+
+    @property
+    def mean_average_precision(self) -> float:
+        return float(self.average_precision.mean()) if len(self.average_precision) else 0.0
+
+    @property
+    def queries_without_relevant(self) -> int:
+        return int((self.relevant_per_query == 0).sum())
+
+    def _average_only(self, what: str) -> MetricInputError:
+        return MetricInputError(f"{what} is computed under ties='average' only (this evaluation used "
+                                f"ties={self.ties!r}); evaluate with ties='average' for it")
+
+    def precision_at(self, k: int) -> float:
+        raise self._average_only(f"precision@{k}")
+
+    def precision_radius(self, radius: int = 2) -> float:
+        raise self._average_only(f"precision within radius {radius}")
+
+    def pr_curve(self) -> tuple[np.ndarray, np.ndarray]:
+        raise self._average_only("the PR curve")
 
 
-def _shim_options(ties: str, topk: int | None) -> None:
-    if ties != "average" or topk is not None:
-        raise MetricInputError(f"ties={ties!r}, topk={topk!r}: this engine only has ties='average', topk=None")
+def check_convention(ties: Any, topk: Any) -> int:
+    """Validate ``ties`` and ``topk``; ``topk`` as the kernels take it (0 = whole database)."""
+    if not isinstance(ties, str) or ties not in TIE_CONVENTIONS:
+        raise MetricInputError(f"ties={ties!r}: use one of {', '.join(TIE_CONVENTIONS)}")
+    if topk is None:
+        return 0
+    if isinstance(topk, (bool, np.bool_)) or not isinstance(topk, (int, np.integer)) or topk < 1:
+        raise MetricInputError(f"topk={topk!r}: use a positive whole number of database items (e.g. 1000), "
+                               "or None for the whole database")
+    return int(topk)
 
 
 _INT64_MAX = np.iinfo(np.int64).max
@@ -248,6 +302,16 @@ def _as_class_indices(x: Any, what: str, n_codes: int, codes_what: str) -> np.nd
     raise MetricInputError(f"{what}: dtype {a.dtype}; labels must be integer class indices")
 
 
+@overload
+def evaluate_codes(query_codes: CodesLike, db_codes: CodesLike, query_labels: LabelsLike, db_labels: LabelsLike, *,
+                   ties: Literal["average"] = ..., topk: int | None = ...) -> RetrievalEvaluation: ...
+
+
+@overload
+def evaluate_codes(query_codes: CodesLike, db_codes: CodesLike, query_labels: LabelsLike, db_labels: LabelsLike, *,
+                   ties: str, topk: int | None = ...) -> RetrievalEvaluation | RankedEvaluation: ...
+
+
 def evaluate_codes(
     query_codes: CodesLike,
     db_codes: CodesLike,
@@ -256,7 +320,7 @@ def evaluate_codes(
     *,
     ties: str = "average",
     topk: int | None = None,
-) -> RetrievalEvaluation:
+) -> RetrievalEvaluation | RankedEvaluation:
     """Histograms for query vs database codes, and the metrics that follow from them.
 
     Codes: ``(n, bits)`` numpy arrays, torch tensors (CPU or CUDA) or nested
@@ -267,8 +331,17 @@ def evaluate_codes(
     labels, 2-D (one-hot) or string labels, length or width mismatches,
     empty inputs -- raises :class:`MetricInputError` (docs/metrics.md).
 
-    When either side's codes are a CUDA tensor the torch GPU path runs on
-    that device; otherwise the numba CPU kernel.
+    ``ties`` (one of :data:`TIE_CONVENTIONS`): ``"average"`` (expected AP
+    over random order within tied distances; a full
+    :class:`RetrievalEvaluation`), ``"index"`` (ties broken by database
+    index) or ``"deephash"`` (DeepHash-pytorch ``CalcTopMap``); the last two
+    give a :class:`RankedEvaluation` (AP per query only).  ``topk``: mAP@K,
+    each AP divided by the relevant items retrieved in the top K (None: the
+    whole database).
+
+    With ``ties="average"`` and a CUDA tensor on either side the torch GPU
+    path computes the histograms on that device; everything else runs on the
+    CPU (numba).
 
     Args:
         query_codes: ``(num_query, bits)`` codes of the queries (test split).
@@ -277,11 +350,10 @@ def evaluate_codes(
         db_labels: ``(num_db,)`` class indices.
 
     Returns:
-        A :class:`RetrievalEvaluation`: ``.mean_average_precision`` is mAP@all,
-        ``.average_precision`` the per-query APs, plus P@k, precision within a
-        radius and the PR curve.
+        ``.mean_average_precision`` is mAP, ``.average_precision`` the per-query APs (plus P@k, radius
+        precision and the PR curve under ``ties="average"``).
     """
-    _shim_options(ties, topk)  # TEMP shim, drop at merge
+    k = check_convention(ties, topk)
     q_bits = _as_bits(query_codes, "query_codes")
     d_bits = _as_bits(db_codes, "db_codes")
     if q_bits.shape[1] != d_bits.shape[1]:
@@ -290,22 +362,31 @@ def evaluate_codes(
     ql = _as_class_indices(query_labels, "query_labels", q_bits.shape[0], "query codes")
     dl = _as_class_indices(db_labels, "db_labels", d_bits.shape[0], "database codes")
     cuda = next((b.device for b in (q_bits, d_bits) if isinstance(b, torch.Tensor)), None)
-    if cuda is not None:
-        from fgbench.metrics.hamming_kernels import histograms_torch
+    from fgbench.metrics import hamming_kernels as hk
 
-        h_all, h_rel = histograms_torch(torch.as_tensor(q_bits, device=cuda), torch.as_tensor(d_bits, device=cuda),
-                                        torch.as_tensor(ql), torch.as_tensor(dl))
-        return RetrievalEvaluation(h_all.cpu().numpy(), h_rel.cpu().numpy())
-    from fgbench.metrics.hamming_kernels import histograms_cpu
-
-    h_all, h_rel = histograms_cpu(cast(np.ndarray, q_bits), cast(np.ndarray, d_bits), ql, dl)
-    return RetrievalEvaluation(h_all, h_rel)
+    if cuda is not None and ties == "average":
+        h_all, h_rel = hk.histograms_torch(torch.as_tensor(q_bits, device=cuda), torch.as_tensor(d_bits, device=cuda),
+                                           torch.as_tensor(ql), torch.as_tensor(dl))
+        return RetrievalEvaluation(h_all.cpu().numpy(), h_rel.cpu().numpy(), topk=topk)
+    q_np = q_bits.cpu().numpy() if isinstance(q_bits, torch.Tensor) else q_bits
+    d_np = d_bits.cpu().numpy() if isinstance(d_bits, torch.Tensor) else d_bits
+    if ties == "average":
+        h_all, h_rel, ap = hk.evaluate_cpu(q_np, d_np, ql, dl, k)
+        return RetrievalEvaluation(h_all, h_rel, ap, topk=topk)
+    kernel = hk.index_ap_cpu if ties == "index" else hk.deephash_ap_cpu
+    ap, relevant = kernel(q_np, d_np, ql, dl, k)
+    return RankedEvaluation(ap, relevant, ties, topk)
 
 
 def mean_average_precision(
-    query_codes: CodesLike, db_codes: CodesLike, query_labels: LabelsLike, db_labels: LabelsLike, *,
-    ties: str = "average", topk: int | None = None,
+    query_codes: CodesLike,
+    db_codes: CodesLike,
+    query_labels: LabelsLike,
+    db_labels: LabelsLike,
+    *,
+    ties: str = "average",
+    topk: int | None = None,
 ) -> float:
-    """mAP@all with the documented tie rule (see module docstring)."""
+    """mAP (mAP@``topk`` when set) under the tie convention ``ties`` (see :func:`evaluate_codes`)."""
     return evaluate_codes(query_codes, db_codes, query_labels, db_labels, ties=ties,
                           topk=topk).mean_average_precision
