@@ -33,7 +33,7 @@ MIN_BITS, MAX_BITS = 4, 256
 AUGMENTATIONS = ("crop-flip", "none")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("cosine", "step", "constant")
-SELECTIONS = ("final", "val")  # "val" is refused by validate() until it is implemented
+SELECTIONS = ("final", "val")
 
 
 @dataclass(frozen=True)
@@ -43,10 +43,17 @@ class Protocol:
     Learning rates apply to the new (method) layers; the backbone is trained
     with ``lr * backbone_lr_mult``.  ``schedule`` is ``"cosine"``, ``"step"``
     (divide by 10 at each of ``milestones``) or ``"constant"``.  Model
-    selection is ``"final"`` (the last epoch's model; the only one
-    implemented): ``"val"`` (best on a validation split carved from the
-    training set, never the test split) is reserved and refused by
-    :meth:`validate` until it is implemented, so that no record claims it.
+    selection is ``"final"`` (the last epoch's model) or ``"val"``: a
+    validation split of ``val_fraction`` of the training images, stratified
+    by class and fixed by (dataset, seed) (:mod:`fgbench.data.valsplit`), is
+    left out of training and of the database; after each epoch its images
+    are queries against the remaining training images, and the epoch with
+    the best validation mAP is the model evaluated on the test split.
+
+    ADSH-style sampling (Jiang & Li, AAAI 2018, Alg. 1): ``epoch_sample > 0``
+    makes an epoch one pass over a random subset of ``epoch_sample`` training
+    images, drawn afresh every ``resample_every`` epochs (one "outer
+    iteration") from the job's seed; ``0`` is the whole training split.
     """
 
     name: str = "fair"
@@ -70,14 +77,17 @@ class Protocol:
     selection: Literal["final", "val"] = "final"
     val_fraction: float = 0.1
     eval_batch_size: int = 256
+    # -- sampling and model selection (issue 14 items 5 and 7) --
+    epoch_sample: int = 0
+    resample_every: int = 1
 
     def validate(self) -> "Protocol":
         """Return ``self`` when every field is usable and truthful, else raise :class:`ProtocolError`.
 
         A record stores the protocol as the truth about how its model was
         trained, so settings the engine would not honour are refused too:
-        ``selection="val"`` (not implemented yet), milestones that the
-        schedule does not use.  A milestone at or past ``epochs`` is kept (a
+        milestones that the schedule does not use, ``resample_every`` without
+        ``epoch_sample``.  A milestone at or past ``epochs`` is kept (a
         paper recipe shortened with ``--epochs`` for a smoke run): the record
         holds both numbers, so it says truthfully that the step never came.
         """
@@ -129,10 +139,13 @@ class Protocol:
                                 f"end before training does")
         self._validate_milestones()
         if self.selection not in SELECTIONS:
-            raise ProtocolError(f"selection {self.selection!r}: use 'final'")
-        if self.selection == "val":
-            raise ProtocolError("selection 'val' is not implemented yet (the model would still be the final "
-                                "epoch's); leave it at the default, final")
+            raise ProtocolError(f"selection {self.selection!r}: choose one of {', '.join(SELECTIONS)} "
+                                f"(--set selection=val)")
+        _at_least("epoch_sample", self.epoch_sample, 0)
+        _at_least("resample_every", self.resample_every, 1)
+        if self.epoch_sample == 0 and self.resample_every != 1:
+            raise ProtocolError(f"resample_every {self.resample_every}: only epoch_sample > 0 draws subsets; "
+                                f"also --set epoch_sample=N, or leave resample_every at 1")
         return self
 
     def _validate_milestones(self) -> None:
