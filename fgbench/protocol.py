@@ -35,7 +35,7 @@ SCHEDULES = ("cosine", "step", "constant")
 RESIZE_SHAPES = ("short-side", "square")
 TRAIN_CROPS = ("random", "random-resized", "center")
 IMAGENET_WEIGHTS = ("imagenet1k_v1", "imagenet1k_v2")
-SELECTIONS = ("final", "val")  # "val" is refused by validate() until it is implemented
+SELECTIONS = ("final", "val")
 
 
 @dataclass(frozen=True)
@@ -45,10 +45,17 @@ class Protocol:
     Learning rates apply to the new (method) layers; the backbone is trained
     with ``lr * backbone_lr_mult``.  ``schedule`` is ``"cosine"``, ``"step"``
     (divide by 10 at each of ``milestones``) or ``"constant"``.  Model
-    selection is ``"final"`` (the last epoch's model; the only one
-    implemented): ``"val"`` (best on a validation split carved from the
-    training set, never the test split) is reserved and refused by
-    :meth:`validate` until it is implemented, so that no record claims it.
+    selection is ``"final"`` (the last epoch's model) or ``"val"``: a
+    validation split of ``val_fraction`` of the training images, stratified
+    by class and fixed by (dataset, seed) (:mod:`fgbench.data.valsplit`), is
+    left out of training and of the database; after each epoch its images
+    are queries against the remaining training images, and the epoch with
+    the best validation mAP is the model evaluated on the test split.
+
+    ADSH-style sampling (Jiang & Li, AAAI 2018, Alg. 1): ``epoch_sample > 0``
+    makes an epoch one pass over a random subset of ``epoch_sample`` training
+    images, drawn afresh every ``resample_every`` epochs (one "outer
+    iteration") from the job's seed; ``0`` is the whole training split.
 
     Attributes:
         name: ``"fair"`` or ``"paper"``: which protocol this is; it names the
@@ -60,8 +67,14 @@ class Protocol:
             synthetic pretext backbone) or a state_dict file.
         input_size: the square crop the network sees, in px.
         resize_size: the short side images are resized to before cropping.
-        augmentation: training augmentation (``crop-flip``: random crop and
-            horizontal flip; ``none``: centre crop).
+        resize_shape: ``short-side`` (resize the short side to ``resize_size``) or ``square``.
+        train_crop: ``random`` crop, ``random-resized`` crop (``crop_scale``, ``crop_ratio``) or ``center``.
+        crop_scale: area range of the random-resized crop.
+        crop_ratio: aspect-ratio range of the random-resized crop.
+        flip_p: probability of a horizontal flip in training.
+        rotation: random rotation range in degrees (0: none).
+        color_jitter: brightness, contrast, saturation, hue strengths (0: none).
+        imagenet_weights: which torchvision ImageNet checkpoint ``weights=imagenet`` loads.
         optimizer: ``sgd``, ``adam`` or ``adamw``.
         lr: learning rate of the method's own layers.
         backbone_lr_mult: the backbone trains at ``lr * backbone_lr_mult``.
@@ -74,9 +87,11 @@ class Protocol:
         batch_size: training mini-batch size (per job, split over processes with ``--nproc``).
         bits: the code lengths of the grid (one job per length).
         seeds: the seeds of the grid (one job per seed).
-        selection: model selection: ``final`` (the last epoch's model).
-        val_fraction: the share of the training split a ``selection="val"``
-            validation split would take; unused while only ``final`` exists.
+        selection: model selection: ``final`` (the last epoch's model) or ``val`` (above).
+        val_fraction: the share of each class's training images the ``selection="val"``
+            validation split takes.
+        epoch_sample: training images per epoch under ADSH-style sampling (0: all; above).
+        resample_every: epochs per outer iteration (a fresh subset each; above).
         eval_batch_size: batch size of encoding the query and database
             splits after training (memory only: codes do not depend on it).
     """
@@ -111,14 +126,17 @@ class Protocol:
     rotation: float = 0.0
     color_jitter: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
     imagenet_weights: Literal["imagenet1k_v1", "imagenet1k_v2"] = "imagenet1k_v1"
+    # -- sampling and model selection (issue 14 items 5 and 7) --
+    epoch_sample: int = 0
+    resample_every: int = 1
 
     def validate(self) -> "Protocol":
         """Return ``self`` when every field is usable and truthful, else raise :class:`ProtocolError`.
 
         A record stores the protocol as the truth about how its model was
         trained, so settings the engine would not honour are refused too:
-        ``selection="val"`` (not implemented yet), milestones that the
-        schedule does not use.  A milestone at or past ``epochs`` is kept (a
+        milestones that the schedule does not use, ``resample_every`` without
+        ``epoch_sample``.  A milestone at or past ``epochs`` is kept (a
         paper recipe shortened with ``--epochs`` for a smoke run): the record
         holds both numbers, so it says truthfully that the step never came.
         """
@@ -170,10 +188,13 @@ class Protocol:
                                 f"end before training does")
         self._validate_milestones()
         if self.selection not in SELECTIONS:
-            raise ProtocolError(f"selection {self.selection!r}: use 'final'")
-        if self.selection == "val":
-            raise ProtocolError("selection 'val' is not implemented yet (the model would still be the final "
-                                "epoch's); leave it at the default, final")
+            raise ProtocolError(f"selection {self.selection!r}: choose one of {', '.join(SELECTIONS)} "
+                                f"(--set selection=val)")
+        _at_least("epoch_sample", self.epoch_sample, 0)
+        _at_least("resample_every", self.resample_every, 1)
+        if self.epoch_sample == 0 and self.resample_every != 1:
+            raise ProtocolError(f"resample_every {self.resample_every}: only epoch_sample > 0 draws subsets; "
+                                f"also --set epoch_sample=N, or leave resample_every at 1")
         return self
 
     def _validate_pipeline(self) -> None:

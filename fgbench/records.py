@@ -103,6 +103,13 @@ class RunRecord:
     # Version 3: the sidecar holding the job's codes and labels (:func:`write_codes`): {"file", "sha256", "bytes",
     # "format"}; None for records written before records kept codes.
     codes: dict[str, Any] | None = None
+    # Model selection (docs/protocol.md): with selection=val, the 0-based epoch whose model was tested, the
+    # validation mAP after every epoch and the number of validation images; with `fgbench run
+    # --trace-test-map`, the test mAP after every epoch (never used to choose a model or to rank).
+    selected_epoch: int | None = None
+    val_map_trace: list[float] | None = None
+    num_val: int | None = None
+    test_map_trace: list[float] | None = None
     record_version: int = RECORD_VERSION
     # Where the record was read from (set by :func:`read_record`; never saved): its sidecar lies next to it.
     path: Path | None = field(default=None, compare=False, repr=False)
@@ -478,6 +485,16 @@ def _check(d: Mapping[str, Any], identity: RecordIdentity | None) -> list[float]
             raise _Invalid("per_query_ap", f"holds {len(per_query)} values for {counts['num_query']} queries")
     if d.get("codes") is not None:
         _check_codes_field(d["codes"], bits, seed)
+    for key in ("val_map_trace", "test_map_trace"):
+        if d.get(key) is not None:
+            _fractions(d[key], key)
+    for key in ("selected_epoch", "num_val"):
+        if d.get(key) is not None:
+            _int(d[key], key, 0)
+    if d.get("selected_epoch") is not None and d.get("val_map_trace") is not None \
+            and d["selected_epoch"] >= len(d["val_map_trace"]):
+        raise _Invalid("selected_epoch", f"is {d['selected_epoch']}, beyond the {len(d['val_map_trace'])} traced "
+                                         f"epochs")
     if d.get("pr_curve") is not None:
         _check_pr_curve(d["pr_curve"])
     if d.get("retrieval_examples") is not None:

@@ -129,9 +129,9 @@ LAYERS: list[tuple[str, ...]] = [
     ("fgbench.errors", "fgbench._names", "fgbench._atomic", "fgbench._faults", "fgbench._version", "fgbench._values"),
     ("fgbench.protocol", "fgbench.methods", "fgbench.backbones", "fgbench.records", "fgbench.data.base",
      "fgbench.metrics.base", "fgbench.hookspecs"),
-    ("fgbench.blocks", "fgbench.data", "fgbench.metrics", "fgbench.results"),
+    ("fgbench.blocks", "fgbench.data", "fgbench.data.valsplit", "fgbench.metrics", "fgbench.results"),
     ("fgbench.builtins", "fgbench._plugins"),
-    ("fgbench.engine",),
+    ("fgbench.engine", "fgbench.engine.sampling"),
     ("fgbench.testing", "fgbench._scaffold"),
     ("fgbench.cli", "fgbench.__main__"),
 ]

@@ -76,7 +76,8 @@ def test_fair_protocol_is_identical_for_every_method(toy_host) -> None:  # type:
     ({"train_crop": "mixup"}, "train_crop"),
     ({"backbone": "vgg16"}, "backbone 'vgg16'"),
     ({"weights": "pretext:big"}, "pretext:SIZE"),
-    ({"selection": "val"}, "not implemented yet"),
+    ({"selection": "best"}, "selection 'best'"),
+    ({"resample_every": 2}, "only epoch_sample > 0"),
 ])
 def test_settings_the_engine_would_not_honour_are_refused(change, message) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ProtocolError, match=re.escape(message)):

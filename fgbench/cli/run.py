@@ -63,6 +63,10 @@ if TYPE_CHECKING:  # pragma: no cover
 @click.option("--find-unused-parameters", is_flag=True,
               help="DDP option for methods whose forward leaves some parameters unused.")
 @click.option("--shard", default=None, metavar="I/N", help="Run only slice I of N of the job grid (0-based).")
+@click.option("--trace-test-map", is_flag=True,
+              help="Also evaluate the test split after every epoch and store the trace in the record (shown as "
+                   "the best-test-epoch inflation; never used to choose a model or to rank; not part of the "
+                   "job's identity).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @one_line_errors
 def run(methods: str | None, datasets: str | None, bits: str | None, seeds: str | None, protocol_name: str,
@@ -70,7 +74,7 @@ def run(methods: str | None, datasets: str | None, bits: str | None, seeds: str 
         backbone_weights: Path | None, sets: tuple[str, ...], results: Path, data_root: Path | None, device: str,
         amp: str, channels_last: str, compile_: bool, gpu_augment: bool, workers: int, deterministic: bool,
         checkpoint_every: float, log_every: int, nproc: int, sync_bn: bool, find_unused_parameters: bool,
-        shard: str | None, quiet: bool) -> None:
+        shard: str | None, trace_test_map: bool, quiet: bool) -> None:
     """Train and evaluate methods on datasets; write one record per job and print the leaderboard.
 
     Jobs whose record already exists in --results are skipped, so rerunning
@@ -109,7 +113,7 @@ def run(methods: str | None, datasets: str | None, bits: str | None, seeds: str 
                                 find_unused_parameters=find_unused_parameters)
         if dist.is_main:
             check_results_dir(results)
-        runner = JobRunner(reg, root, results, options, method_sets)
+        runner = JobRunner(reg, root, results, options, method_sets, trace_test_map=trace_test_map)
         what = (f"methods {', '.join(method_names)}; datasets {', '.join(dataset_names)}; protocol {protocol_name}"
                 + (f"; {dist.world_size} processes per job" if dist.enabled else ""))
         failures = run_grid(runner, jobs, echo, what)

@@ -24,6 +24,16 @@ Under torchrun (one job on several GPUs, :mod:`fgbench.engine.distributed`)
 every rank calls :meth:`JobRunner.run` for the same jobs in the same order;
 rank 0 alone takes the lock, decides whether the job runs (and tells the
 other ranks), evaluates and writes the record.
+
+Model selection (docs/protocol.md): with ``selection=val`` the job carves
+its validation split (:mod:`fgbench.data.valsplit`), trains on and uses as
+the database the remaining training images, evaluates the validation
+queries after every epoch and tests the best epoch's model.  With
+``trace_test_map`` (``fgbench run --trace-test-map``) the test split is also
+evaluated after every epoch; the trace is stored in the record but is not
+part of the job's identity (it changes neither the model nor any reported
+metric; it only changes the checkpoint fingerprint, so a resumed run never
+mixes traced and untraced epochs).
 """
 
 from __future__ import annotations
@@ -50,8 +60,9 @@ import torch
 
 from fgbench._atomic import temp_files_of
 from fgbench.backbones import Backbone
-from fgbench.data.base import RetrievalDataset
+from fgbench.data.base import RetrievalDataset, Split
 from fgbench.data.loader import input_split
+from fgbench.data.valsplit import carve_validation
 from fgbench import _faults as faults
 from fgbench._version import __version__
 from fgbench.engine import distributed
@@ -132,12 +143,13 @@ class JobRunner:
     """Runs jobs against one registry, caching loaded datasets and costs."""
 
     def __init__(self, registry: Registry, data_root: Path, results_dir: Path, options: EngineOptions,
-                 method_overrides: dict[str, dict[str, Any]] | None = None) -> None:
+                 method_overrides: dict[str, dict[str, Any]] | None = None, trace_test_map: bool = False) -> None:
         self.registry = registry
         self.data_root = Path(data_root)
         self.results_dir = Path(results_dir)
         self.options = options
         self.method_overrides = method_overrides or {}
+        self.trace_test_map = trace_test_map
         self._datasets: dict[str, RetrievalDataset] = {}
         self._costs: dict[tuple, dict[str, Any]] = {}
 
@@ -261,10 +273,11 @@ class JobRunner:
             if lock is not None:
                 lock.release()
 
-    def build_model(self, job: Job, dataset: RetrievalDataset) -> tuple[Any, MethodSpec, Any]:
+    def build_model(self, job: Job, dataset: RetrievalDataset,
+                    train: Split | None = None) -> tuple[Any, MethodSpec, Any]:
         mspec = self.registry.methods.get(job.method)
         config = self.config(job.method)
-        train = dataset.split("train")
+        train = dataset.split("train") if train is None else train
         ctx = BuildContext.from_protocol(job.protocol, job.bits, np.asarray(train.labels), dataset.num_classes, config,
                                          job.dataset, job.seed,
                                          self.registry.datasets.get(job.dataset).weights_providers)
@@ -277,23 +290,33 @@ class JobRunner:
         """Train, encode, evaluate, profile: the record (None on ranks other than 0)."""
         runtime = resolve_runtime(self.options)
         dataset = self.dataset(job.dataset)
-        model, mspec, config = self.build_model(job, dataset)
+        train_split, train_source = input_split(dataset, "train", job.protocol, train=True)
+        query, query_source = input_split(dataset, "test", job.protocol, train=False)
+        database, database_source = input_split(dataset, "train", job.protocol, train=False)
+        val = None
+        if job.protocol.selection == "val":  # the same images leave training and the database (valsplit)
+            train_split, _ = carve_validation(train_split, job.protocol.val_fraction, job.dataset, job.seed)
+            database, val = carve_validation(database, job.protocol.val_fraction, job.dataset, job.seed)
+        model, mspec, config = self.build_model(job, dataset, train_split)
         version = method_version(mspec)
         weights = _weights_source(model)
         meta = job_identity(job, config, version)
         if runtime.is_main:
             compile_ahead()  # the evaluation kernels compile while the model trains (docs/performance.md)
-        train_split, train_source = input_split(dataset, "train", job.protocol, train=True)
+        lo = loader_options_for(runtime, self.options)
+        traced = {"val_map": val} if val is not None else {}
+        if self.trace_test_map:
+            traced["test_map"] = query
+            meta = {**meta, "trace_test_map": True}  # checkpoint fingerprint only (module docstring)
+        epoch_eval = self._epoch_evaluator(job, runtime, lo, database, traced) if traced else None
         train_result = train_model(model, train_split, job.protocol, runtime, self.options, job.seed,
                                    checkpoint_path=path.with_suffix(".ckpt"), desc=job.label, checkpoint_meta=meta,
-                                   warn=warn if runtime.is_main else _quiet)
+                                   warn=warn if runtime.is_main else _quiet, epoch_eval=epoch_eval,
+                                   select_on="val_map" if val is not None else None)
         if not runtime.is_main:
             return None
         t0 = time.perf_counter()
-        query, query_source = input_split(dataset, "test", job.protocol, train=False)
-        database, database_source = input_split(dataset, "train", job.protocol, train=False)
         progress = self.options.progress
-        lo = loader_options_for(runtime, self.options)
         q_codes = encode_split(model, query, job.protocol, runtime, lo, progress=progress, desc="encode query",
                                gpu_augment=self.options.gpu_augment)
         d_codes = encode_split(model, database, job.protocol, runtime, lo, progress=progress, desc="encode database",
@@ -323,8 +346,13 @@ class JobRunner:
             method_config=dataclasses.asdict(config),
             method_source=mspec.source,
             backbone_weights=weights,
-            model_selection="final epoch (no checkpoint chosen on test data)",
+            model_selection=_selection_text(job.protocol, val, train_result.best_epoch),
+            selected_epoch=train_result.best_epoch,
+            val_map_trace=_rounded(train_result.traces.get("val_map")),
+            num_val=len(val) if val is not None else None,
+            test_map_trace=_rounded(train_result.traces.get("test_map")),
             training={
+                "optimizer_steps": train_result.steps,
                 "epoch_losses": train_result.epoch_losses,
                 "logs": train_result.logs,
                 "images_per_second": round(train_result.images_per_second, 2),
@@ -347,6 +375,25 @@ class JobRunner:
             codes=codes,
         )
 
+    def _epoch_evaluator(self, job: Job, runtime: Any, lo: Any, database: Split,
+                         queries: dict[str, Split]) -> Callable[[Any], dict[str, float]]:
+        """After each epoch: the mAP of each of ``queries`` against ``database`` (encoded once per epoch).
+
+        Every rank computes it (the same numbers), so ranks stay in step.
+        """
+        d_labels = torch.as_tensor(database.labels)
+
+        def evaluate(model: Any) -> dict[str, float]:
+            d_codes = encode_split(model, database, job.protocol, runtime, lo, gpu_augment=self.options.gpu_augment)
+            out = {}
+            for name, split in queries.items():
+                q_codes = encode_split(model, split, job.protocol, runtime, lo, gpu_augment=self.options.gpu_augment)
+                q, d = (q_codes, d_codes) if q_codes.is_cuda else (q_codes.cpu(), d_codes.cpu())
+                out[name] = evaluate_codes(q, d, torch.as_tensor(split.labels), d_labels).mean_average_precision
+            return out
+
+        return evaluate
+
     def _cost(self, job: Job, model: Any) -> dict[str, Any]:
         key = (job.method, job.bits, job.protocol.backbone, job.protocol.input_size, job.dataset)
         if key not in self._costs:
@@ -362,6 +409,18 @@ class JobRunner:
                 "convention": "multiply-accumulates reported as FLOPs (papers' convention), encode path, 1 image",
             }
         return self._costs[key]
+
+
+def _rounded(trace: list[float] | None) -> list[float] | None:
+    return [round(float(v), 6) for v in trace] if trace is not None else None
+
+
+def _selection_text(protocol: Protocol, val: Split | None, best_epoch: int | None) -> str:
+    if val is None or best_epoch is None:
+        return "final epoch (no checkpoint chosen on test data)"
+    return (f"epoch {best_epoch + 1} of {protocol.epochs}: best mAP of {len(val)} validation queries (a stratified "
+            f"{protocol.val_fraction:g} of the training split, left out of training and of the database) against "
+            f"the remaining training images; never chosen on test data")
 
 
 def distinct_codes(codes: torch.Tensor) -> int:

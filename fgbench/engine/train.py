@@ -28,6 +28,15 @@ uninterrupted run.  A checkpoint that cannot be used (unreadable, ``{}``,
 other settings, other shapes, non-finite values) is reported in a warning,
 deleted, and the job starts from scratch.  A checkpoint that cannot be
 written (full disk) is reported in a warning and training goes on without it.
+
+Per-epoch evaluation (``epoch_eval``): after each epoch's hooks the runner's
+callback returns named values (the validation mAP of ``selection=val``, the
+test mAP of ``--trace-test-map``), appended to ``TrainResult.traces``; with
+``select_on`` the weights of the epoch with the highest value of that trace
+(the first such epoch on ties) are kept in memory and in the checkpoint and
+loaded into the model when training ends.  ADSH-style subsets
+(``protocol.epoch_sample``): :mod:`fgbench.engine.sampling`.  The optimizer
+steps taken are counted (``TrainResult.steps``, resumed from the checkpoint).
 """
 
 from __future__ import annotations
@@ -57,6 +66,7 @@ from fgbench.engine.checkpoint import (CheckpointError, atomic_torch_save, check
                                        rng_state, set_rng_state)
 from fgbench.engine.device import EngineError, EngineOptions, Runtime
 from fgbench.engine.optim import build_optimizer, build_scheduler
+from fgbench.engine.sampling import ResampledBatchSampler
 from fgbench.methods import Batch, HashingModel, TrainContext
 from fgbench.protocol import Protocol
 from fgbench.errors import TrainingError
@@ -91,6 +101,12 @@ class TrainResult:
     resumed_from_epoch: int = 0
     world_size: int = 1
     loader_workers: int = 0
+    #: optimizer steps taken by this rank over the whole run (resumed runs included)
+    steps: int = 0
+    #: per-epoch values of ``epoch_eval`` (e.g. ``{"val_map": [...], "test_map": [...]}``), one per epoch
+    traces: dict[str, list[float]] = field(default_factory=dict)
+    #: with ``select_on``: the 0-based epoch whose weights the model holds at the end
+    best_epoch: int | None = None
 
 
 def checkpoint_fingerprint(meta: dict[str, Any] | None) -> str:
@@ -100,7 +116,12 @@ def checkpoint_fingerprint(meta: dict[str, Any] | None) -> str:
 
 def _train_loader(train_split: Split, protocol: Protocol, runtime: Runtime, options: EngineOptions,
                   seed: int) -> tuple[DataLoader, torch.Generator, DeviceAugment | None]:
-    """The shuffled training loader of this rank (its slice of each global batch) and the device augmenter."""
+    """The shuffled training loader of this rank (its slice of each global batch) and the device augmenter.
+
+    With ``protocol.epoch_sample > 0`` the batches come from a
+    :class:`~fgbench.engine.sampling.ResampledBatchSampler` (call its
+    ``set_epoch`` before each epoch; the loader's ``batch_sampler``).
+    """
     if options.gpu_augment:
         dataset = SplitDataset(train_split, uint8_transform(protocol))
         collate = pad_collate
@@ -113,9 +134,15 @@ def _train_loader(train_split: Split, protocol: Protocol, runtime: Runtime, opti
         augment = None
     generator = torch.Generator().manual_seed(seed)
     try:
-        sampler = distributed.GlobalBatchSampler(len(dataset), protocol.batch_size, generator,
-                                                 drop_last=len(dataset) > protocol.batch_size,
-                                                 rank=runtime.rank, world=runtime.world_size)
+        sampler: Any
+        if protocol.epoch_sample > 0:
+            sampler = ResampledBatchSampler(len(dataset), protocol.epoch_sample, protocol.resample_every, seed,
+                                            protocol.batch_size, generator, rank=runtime.rank,
+                                            world=runtime.world_size)
+        else:
+            sampler = distributed.GlobalBatchSampler(len(dataset), protocol.batch_size, generator,
+                                                     drop_last=len(dataset) > protocol.batch_size,
+                                                     rank=runtime.rank, world=runtime.world_size)
     except ValueError as exc:
         raise EngineError(str(exc)) from None
     loader = make_loader(dataset, loader_options_for(runtime, options), batch_sampler=sampler, generator=generator,
@@ -141,12 +168,18 @@ def train_model(
     desc: str = "train",
     checkpoint_meta: dict[str, Any] | None = None,
     warn: Callable[[str], None] = _stderr,
+    epoch_eval: Callable[[HashingModel], dict[str, float]] | None = None,
+    select_on: str | None = None,
 ) -> TrainResult:
     """Train ``model`` on ``train_split`` under ``protocol``; resumes from ``checkpoint_path``.
 
     ``checkpoint_meta`` (JSON-able: protocol, method config, seed) is hashed
     into the checkpoint; a checkpoint written for other settings, or damaged,
     is discarded with a ``warn`` line (on rank 0) and training starts over.
+    ``epoch_eval`` is called on every rank after each epoch (model in eval
+    mode is its business; training mode is restored after it) and its values
+    are traced; ``select_on`` names the traced value whose best epoch's
+    weights the model ends with (module docstring).
 
     Raises:
         NonFiniteLossError: an epoch's mean loss is NaN or infinite.
@@ -160,6 +193,8 @@ def train_model(
     loader_options = loader_options_for(runtime, options)
     loader, generator, augment = _train_loader(train_split, protocol, runtime, options, seed)
     result.loader_workers = loader_options.num_workers
+    sampler = loader.batch_sampler if isinstance(loader.batch_sampler, ResampledBatchSampler) else None
+    best: dict[str, Any] = {}
     optimizer = build_optimizer(model, protocol, fused=runtime.device.type == "cuda")
     scheduler = build_scheduler(optimizer, protocol)
     scaler = torch.amp.GradScaler(runtime.device.type, enabled=runtime.use_scaler)
@@ -185,7 +220,7 @@ def train_model(
         model.on_train_start(ctx)
     if checkpoint_path is not None:
         start_epoch = _resume(checkpoint_path, fingerprint, protocol.epochs, model, optimizer, scheduler, scaler,
-                              generator, augment, result, runtime, warn)
+                              generator, augment, result, runtime, warn, best)
 
     step_fn: Callable[..., Any] = model
     if runtime.distributed:
@@ -204,6 +239,8 @@ def train_model(
         for epoch in epochs:
             sums: dict[str, torch.Tensor] = {}
             steps = 0
+            if sampler is not None:
+                sampler.set_epoch(epoch)
             for step, data in enumerate(loader):
                 images, labels, idx = batch_images(data, runtime, augment)
                 batch = Batch(images, labels.to(runtime.device, non_blocking=True),
@@ -229,7 +266,10 @@ def train_model(
             epochs.set_postfix(loss=f"{means.get('loss', float('nan')):.4f}")
             scheduler.step()
             distributed.broadcast_norm_buffers(model)
+            result.steps += steps
             model.on_epoch_end(epoch, ctx)
+            if epoch_eval is not None:
+                _trace_epoch(model, epoch, epoch_eval, select_on, result, best)
             model.train()
             faults.fault_point("epoch_end")
             if checkpoint_path is not None and options.checkpoint and epoch + 1 < protocol.epochs:
@@ -237,15 +277,33 @@ def train_model(
                 if distributed.broadcast_object(due):
                     started = time.perf_counter()
                     _save_checkpoint(checkpoint_path, model, optimizer, scheduler, scaler, generator, augment,
-                                     epoch, result, fingerprint, runtime, warn)
+                                     epoch, result, fingerprint, runtime, warn, best)
                     last_save = time.perf_counter()
                     save_cost = last_save - started
     if runtime.device.type == "cuda":
         torch.cuda.synchronize(runtime.device)
+    if select_on is not None and "state" in best:
+        model.load_state_dict(best["state"])
+        result.best_epoch = int(best["epoch"])
     result.seconds = time.perf_counter() - t0
     total_images = n_images * runtime.world_size
     result.images_per_second = total_images / result.seconds if result.seconds > 0 else 0.0
     return result
+
+
+def _trace_epoch(model: HashingModel, epoch: int, epoch_eval: Callable[[HashingModel], dict[str, float]],
+                 select_on: str | None, result: TrainResult, best: dict[str, Any]) -> None:
+    """Append ``epoch_eval``'s values to the traces; keep a CPU copy of the weights when ``select_on`` improves."""
+    with torch.no_grad():
+        values = epoch_eval(model)
+    for name, value in values.items():
+        result.traces.setdefault(name, []).append(float(value))
+    if select_on is None:
+        return
+    score = float(values[select_on])
+    if "score" not in best or score > best["score"]:  # strictly better: the first best epoch is kept
+        best.update(score=score, epoch=epoch,
+                    state={k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()})
 
 
 def checkpoint_due(elapsed: float, every: float, last_cost: float) -> bool:
@@ -282,7 +340,8 @@ def _epoch_means(sums: dict[str, torch.Tensor], steps: int, runtime: Runtime) ->
 
 def _resume(path: Path, fingerprint: str, epochs: int, model: HashingModel, optimizer: torch.optim.Optimizer,
             scheduler: Any, scaler: torch.amp.GradScaler, generator: torch.Generator, augment: DeviceAugment | None,
-            result: TrainResult, runtime: Runtime, warn: Callable[[str], None]) -> int:
+            result: TrainResult, runtime: Runtime, warn: Callable[[str], None],
+            best: dict[str, Any] | None = None) -> int:
     """Load the checkpoint at ``path`` into the training state; the epoch to start from (0 without one).
 
     A checkpoint that cannot be used is discarded (warning, file deleted) and
@@ -313,6 +372,9 @@ def _resume(path: Path, fingerprint: str, epochs: int, model: HashingModel, opti
             generator.set_state(state["loader_rng"])
             epoch_losses = [dict(v) for v in state["epoch_losses"]]
             logs = {str(k): [float(x) for x in v] for k, v in state["logs"].items()}
+            steps = int(state.get("steps", 0))
+            traces = {str(k): [float(x) for x in v] for k, v in state.get("traces", {}).items()}
+            saved_best = dict(state.get("best") or {})
         except Exception as exc:  # noqa: BLE001 - any inconsistency: the checkpoint is unusable
             first = (str(exc).strip().splitlines() or [""])[0][:160]
             problem = f"does not fit this job ({type(exc).__name__}{': ' + first if first else ''})"
@@ -328,6 +390,11 @@ def _resume(path: Path, fingerprint: str, epochs: int, model: HashingModel, opti
         return 0
     result.epoch_losses = epoch_losses
     result.logs = logs
+    result.steps = steps
+    result.traces = traces
+    if best is not None:
+        best.clear()
+        best.update(saved_best)
     result.resumed_from_epoch = int(state["epoch"]) + 1
     return result.resumed_from_epoch
 
@@ -362,7 +429,7 @@ def _restore(snapshot: dict[str, Any], model: HashingModel, optimizer: torch.opt
 def _save_checkpoint(path: Path, model: HashingModel, optimizer: torch.optim.Optimizer, scheduler: Any,
                      scaler: torch.amp.GradScaler, generator: torch.Generator, augment: DeviceAugment | None,
                      epoch: int, result: TrainResult, fingerprint: str, runtime: Runtime,
-                     warn: Callable[[str], None] = _stderr) -> None:
+                     warn: Callable[[str], None] = _stderr, best: dict[str, Any] | None = None) -> None:
     """Every rank's RNG states are gathered; rank 0 writes the file atomically.
 
     A write that fails (full disk, quota) leaves the previous checkpoint as it
@@ -374,7 +441,7 @@ def _save_checkpoint(path: Path, model: HashingModel, optimizer: torch.optim.Opt
         return
     try:
         _write_checkpoint(path, model, optimizer, scheduler, scaler, generator, epoch, result, fingerprint,
-                          runtime, rank_states)
+                          runtime, rank_states, best)
     except OSError as exc:
         warn(f"warning: cannot write checkpoint {path} ({exc.strerror or exc}); training goes on without it "
              f"(an interruption now loses the epochs since the last checkpoint)")
@@ -382,7 +449,8 @@ def _save_checkpoint(path: Path, model: HashingModel, optimizer: torch.optim.Opt
 
 def _write_checkpoint(path: Path, model: HashingModel, optimizer: torch.optim.Optimizer, scheduler: Any,
                       scaler: torch.amp.GradScaler, generator: torch.Generator, epoch: int, result: TrainResult,
-                      fingerprint: str, runtime: Runtime, rank_states: list[Any]) -> None:
+                      fingerprint: str, runtime: Runtime, rank_states: list[Any],
+                      best: dict[str, Any] | None = None) -> None:
     atomic_torch_save(
         {
             "format": CHECKPOINT_FORMAT,
@@ -397,6 +465,9 @@ def _write_checkpoint(path: Path, model: HashingModel, optimizer: torch.optim.Op
             "epoch": epoch,
             "epoch_losses": result.epoch_losses,
             "logs": result.logs,
+            "steps": result.steps,
+            "traces": result.traces,
+            "best": dict(best or {}),
         },
         path,
     )

@@ -50,6 +50,8 @@ class MethodRow:
     paper: dict[int, tuple[float, str]] = field(default_factory=dict)
     paper_note: str = ""
     diverged: dict[int, dict[int, str]] = field(default_factory=dict)  # bits -> seed -> why (diverged runs only)
+    # bits -> best test epoch minus reported mAP over the seeds with a --trace-test-map trace (never ranked)
+    test_inflation: dict[int, Cell] = field(default_factory=dict)
 
     @property
     def score(self) -> float:
@@ -89,6 +91,11 @@ class Board:
 
     def methods_at(self, bits: int) -> list[str]:
         return [r.method for r in self.rows if bits in r.cells]
+
+    @property
+    def has_test_trace(self) -> bool:
+        """Whether a record of this board holds a ``--trace-test-map`` trace."""
+        return any(r.test_inflation for r in self.rows)
 
     @property
     def has_pr(self) -> bool:
@@ -137,7 +144,7 @@ def _setting_summary(setting_json: str) -> str:
 
 def _method_row(method: str, mg: pd.DataFrame, dataset: str, paper: PaperNumbers | None,
                 installed: set[str] | None) -> MethodRow:
-    cells, per_seed, per_query, cost, pr, diverged = {}, {}, {}, {}, {}, {}
+    cells, per_seed, per_query, cost, pr, diverged, inflation = {}, {}, {}, {}, {}, {}, {}
     examples = None
     for b, bg in mg.groupby("bits", sort=True):
         b = int(b)
@@ -150,6 +157,10 @@ def _method_row(method: str, mg: pd.DataFrame, dataset: str, paper: PaperNumbers
         why = {int(s): str(d) for s, d in zip(bg["seed"], bg["divergence"]) if d}
         if why:
             diverged[b] = why
+        traced = bg["test_inflation"].dropna().to_numpy(dtype=np.float64)
+        if len(traced):
+            inflation[b] = Cell(float(np.mean(traced)), float(np.std(traced, ddof=1)) if len(traced) > 1 else 0.0,
+                                len(traced))
         curves = [c for c in bg["pr_curve"] if c]
         lengths = {len(c["precision"]) for c in curves}
         if curves and len(lengths) == 1:
@@ -169,6 +180,7 @@ def _method_row(method: str, mg: pd.DataFrame, dataset: str, paper: PaperNumbers
         weights=joined(mg["weights"]), imagenet=joined("yes" if v else "no" for v in mg["imagenet"]),
         seeds=joined(mg["seed"]), devices=joined(mg["device"]), versions=joined(mg["version"]),
         train_seconds=float(mg["train_seconds"].mean()), paper=paper_cells, paper_note=note, diverged=diverged,
+        test_inflation=inflation,
     )
 
 

@@ -45,12 +45,26 @@ def records_frame(records: Iterable[RunRecord]) -> pd.DataFrame:
             "pr_curve": r.pr_curve,
             "retrieval_examples": r.retrieval_examples,
             "divergence": _one_line(r.divergence) if r.divergence else "",
+            "test_inflation": test_inflation(r),
         })
     columns = ["dataset", "protocol", "method", "bits", "seed", "map", "params_m", "flops_g", "cost_input", "backbone",
                "input_size", "epochs", "weights", "imagenet", "device", "version", "train_seconds", "setting",
-               "per_query_ap", "pr_curve", "retrieval_examples", "divergence"]
+               "per_query_ap", "pr_curve", "retrieval_examples", "divergence", "test_inflation"]
     df = pd.DataFrame(rows, columns=columns)
     return df.sort_values(["dataset", "protocol", "method", "bits", "seed"], kind="stable").reset_index(drop=True)
+
+
+def test_inflation(record: RunRecord) -> float:
+    """Best epoch's test mAP minus the reported mAP, from a ``--trace-test-map`` record (NaN without a trace).
+
+    Under ``selection=final`` the reported mAP is the last epoch's, so this
+    is "best epoch on test minus final": what a table gains by keeping the
+    best test epoch, as the CNET, Multi-FusNet and DSH_Analysis code do.
+    """
+    trace = record.test_map_trace
+    if not trace:
+        return float("nan")
+    return float(max(trace)) - float(record.metrics.get("map", np.nan))
 
 
 def _one_line(text: str) -> str:

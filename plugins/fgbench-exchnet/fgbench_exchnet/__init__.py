@@ -79,8 +79,13 @@ class ExchNetConfig:
     channel_margin: margin ``t`` of the channel diversity constraint.
     exchange_prob: probability that a local feature is exchanged with its
         class anchor (Eq. 8: 0.5).
-    exchange_from_epoch: first (0-based) epoch with feature exchange; anchors
-        exist from the end of the first epoch, so 1 is the earliest.
+    exchange_from_epoch: first (0-based) outer iteration with feature
+        exchange (an outer iteration is one epoch, or ``resample_every``
+        epochs with the protocol's ``epoch_sample``); anchors exist from the
+        end of the first, so 1 is the earliest.
+    reference_scaling: multiply the similarity and quantization terms by
+        ``12 / k`` as the reference re-implementation's loss does (README,
+        source 4); identical at 12 bits.
     soft_similarity: rebalance the dissimilar entries of ``S`` from ``-1`` to
         ``-N+/N-`` (similar / dissimilar pair counts), so that every row of
         ``S`` sums to zero.  ADSH's plain ``S in {-1, +1}`` has a row sum of
@@ -100,6 +105,7 @@ class ExchNetConfig:
     exchange_prob: float = 0.5
     exchange_from_epoch: int = 1
     soft_similarity: bool = True
+    reference_scaling: bool = False
 
 
 def hellinger_diversity(dist: torch.Tensor) -> torch.Tensor:
@@ -176,7 +182,13 @@ class ExchNet(HashingModel):
         self.database_codes = CodeMemory(ctx.num_train, ctx.bits, init="sign-random", generator=g)  # V
         self.register_buffer("anchors", torch.zeros(ctx.num_classes, cfg.parts, dim))  # C
         self.anchor_stats = ClassMeans(ctx.num_classes, (cfg.parts, dim))  # this epoch's sums of f^j per class
-        self.register_buffer("epoch", torch.zeros((), dtype=torch.long))
+        self.register_buffer("epoch", torch.zeros((), dtype=torch.long))  # outer iterations done
+        # ADSH's outer iteration (Alg. 1): V and the anchors are updated once per subset of the protocol's
+        # epoch_sample images (every resample_every epochs), with Omega = the images sampled in it
+        protocol = ctx.protocol
+        self.sampled = int(getattr(protocol, "epoch_sample", 0)) > 0
+        self.period = int(getattr(protocol, "resample_every", 1)) if self.sampled else 1
+        self.omega = CodeMemory(ctx.num_train, 1)  # 1 for the images trained on since V's last update
 
     def features(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Local features ``f^j`` (B, M, D), global ``f^global`` (B, D), local maps ``F^j`` (B, M, D, h, w)."""
@@ -211,11 +223,13 @@ class ExchNet(HashingModel):
             local = exchange_features(local, labels, self.anchors, keep)
         u = torch.tanh(self.hash_codes(local, global_f).float())
         self.query_codes.update(batch.indices, u)
+        if self.training:
+            self.omega.update(batch.indices, torch.ones(len(u), 1, device=u.device))
 
         # ADSH objective with V fixed, divided by batch x n as in ADSH
         v = self.database_codes.codes
         s = torch.where(labels[:, None] == self.train_labels[None, :], 1.0, self.dissimilar_value)  # S_ij, (B, n)
-        norm = u.shape[0] * v.shape[0]
+        norm = u.shape[0] * v.shape[0] * (self.bits / 12.0 if cfg.reference_scaling else 1.0)
         similarity = (u @ v.T - self.bits * s).pow(2).sum() / norm
         quantization = cfg.gamma * (v[batch.indices] - u).pow(2).sum() / norm
 
@@ -230,13 +244,18 @@ class ExchNet(HashingModel):
 
     @torch.no_grad()
     def update_database_codes(self) -> None:
-        """ADSH's closed-form bit-wise update of ``V`` with the network fixed (Ω = the whole training set).
+        """ADSH's closed-form bit-wise update of ``V`` with the network fixed.
 
         ``V_{*k} = sign(k (S^T U)_{*k} + gamma U_{*k} - V_hat U_hat^T U_{*k})``, where
         hats drop column ``k``; ``S^T U`` is formed from class sums (no n x n matrix):
         with ``S_ij = 1`` (same class) or ``-p``, ``(S^T U)_j = (1 + p) sum_{i in y_j} u_i - p sum_i u_i``.
+        Ω (the rows of ``U``) is the whole training set, or with the protocol's
+        ``epoch_sample`` the images sampled since the last update (ADSH's
+        Ω; other rows of ``U`` count as zero, as ADSH's expanded ``U`` does).
         """
         u = self.query_codes.codes
+        if self.sampled:
+            u = u * self.omega.codes
         v = self.database_codes.codes.clone()
         class_sums = torch.zeros(self.num_classes, self.bits, device=u.device).index_add_(0, self.train_labels, u)
         p = -self.dissimilar_value
@@ -250,14 +269,21 @@ class ExchNet(HashingModel):
 
     @torch.no_grad()
     def on_epoch_end(self, epoch: int, ctx: TrainContext) -> None:
-        """Alternating step: update ``V`` (network fixed); refresh the anchors ``C`` from this epoch's features."""
+        """At the end of an outer iteration: update ``V`` (network fixed), refresh the anchors ``C`` from its features.
+
+        An outer iteration is one epoch, or ``resample_every`` epochs under the
+        protocol's ``epoch_sample`` (ADSH's schedule).
+        """
+        if (epoch + 1) % self.period and epoch + 1 < ctx.epochs:
+            return
         before = self.database_codes.codes.clone()
         self.update_database_codes()
         ctx.log("exchnet/v_bits_changed", float((before != self.database_codes.codes).float().mean()))
         seen = self.anchor_stats.seen()
         self.anchors[seen] = self.anchor_stats.means()[seen]
         self.anchor_stats.reset()
-        self.epoch.fill_(epoch + 1)
+        self.omega.replace(torch.zeros_like(self.omega.codes))
+        self.epoch.add_(1)
 
 
 def build(ctx: BuildContext) -> ExchNet:
@@ -286,7 +312,9 @@ SPEC = MethodSpec(
     ),
     # The paper's training recipe could not be read; these are the values of the third-party
     # re-implementation (aassxun/DSH_Analysis, adsh_exchnet.py): SGD lr 1e-4, momentum 0.9,
-    # weight decay 1e-4, batch 16, lr / 10 for the last 5 of 40 outer iterations (README).
+    # weight decay 1e-4, batch 16; 40 outer iterations of 30 epochs over 2,000 training images sampled
+    # afresh per outer iteration (ADSH, Alg. 1): 1,200 epochs of 125 steps = 150,000 SGD steps on every
+    # dataset; lr / 10 for the last 5 outer iterations (README, "Schedule").
     # Pipeline, from the same code (data/transform.py: train_transform, query_transform; adsh_exchnet.py trains
     # on train_transform through data_loader.sample_dataloader): RandomResizedCrop(224) (torchvision defaults:
     # scale 0.08-1, ratio 3/4-4/3) + flip p=0.5; query and database Resize(256) (short side) + CenterCrop(224).
@@ -294,7 +322,8 @@ SPEC = MethodSpec(
     paper_recipe={
         "default": {"backbone": "resnet50", "optimizer": "sgd", "lr": 1e-4,
                     "backbone_lr_mult": 1.0, "momentum": 0.9, "weight_decay": 1e-4, "schedule": "step",
-                    "milestones": (35,), "epochs": 40, "batch_size": 16,
+                    "epoch_sample": 2000, "resample_every": 30, "epochs": 40 * 30, "milestones": (35 * 30,),
+                    "batch_size": 16,
                     "input_size": 224, "resize_size": 256, "resize_shape": "short-side",
                     "train_crop": "random-resized", "crop_scale": (0.08, 1.0), "crop_ratio": (3 / 4, 4 / 3),
                     "flip_p": 0.5, "rotation": 0.0, "color_jitter": (0.0, 0.0, 0.0, 0.0),

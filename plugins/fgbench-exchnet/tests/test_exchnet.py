@@ -212,3 +212,71 @@ def test_losses_are_float32_under_bf16_autocast():
     loss, terms = autocast_loss(model, batch)
     assert loss.dtype == torch.float32 and torch.isfinite(loss)
     assert all(v.dtype == torch.float32 for v in terms.values())
+
+
+def _sampled_model(every: int = 2):
+    """An ExchNet under ADSH-style sampling (protocol epoch_sample > 0, resample_every = ``every``)."""
+    import dataclasses
+
+    ctx = build_context(exchnet.SPEC, bits=8, num_classes=4, num_train=16, input_size=32,
+                        config=exchnet.SPEC.make_config({}))
+    ctx = dataclasses.replace(ctx, protocol=ctx.protocol.replace(epoch_sample=8, resample_every=every))
+    return ctx, exchnet.build(ctx)
+
+
+def test_sampled_schedule_updates_v_and_anchors_once_per_outer_iteration():
+    torch.manual_seed(0)
+    ctx, model = _sampled_model(every=2)
+    batch = random_batch(ctx, batch_size=8)
+    model.train()
+    model.loss(model(batch.images), batch)
+    v0 = model.database_codes.codes.clone()
+    tctx = train_context(ctx, epochs=4)
+    model.on_epoch_end(0, tctx)  # mid outer iteration: nothing changes
+    assert torch.equal(model.database_codes.codes, v0) and int(model.epoch) == 0
+    assert model.anchor_stats.counts.sum() > 0
+    model.on_epoch_end(1, tctx)  # end of outer iteration 0
+    assert int(model.epoch) == 1 and model.anchor_stats.counts.sum() == 0 and model.omega.codes.sum() == 0
+
+
+def test_sampled_v_update_uses_only_the_sampled_rows_of_u():
+    """ADSH's Omega: rows of U not trained on since the last update count as zero (the expanded U of ADSH)."""
+    torch.manual_seed(0)
+    ctx, model = _sampled_model()
+    batch = random_batch(ctx, batch_size=6)
+    model.train()
+    model.loss(model(batch.images), batch)
+    others = torch.ones(16, dtype=torch.bool)
+    others[batch.indices] = False
+    u = model.query_codes.codes.clone()
+    u[others] = 0.0
+    model.query_codes.codes[others] = 0.9  # stale codes of images outside this outer iteration: ignored
+    expected = _dcc_reference(u, model.database_codes.codes, _similarity_matrix(model), model.bits,
+                              model.config.gamma)
+    model.update_database_codes()
+    torch.testing.assert_close(model.database_codes.codes, expected)
+
+
+def test_reference_scaling_is_12_over_k():
+    torch.manual_seed(0)
+    ctx, plain = _model(bits=24)
+    _, scaled = _model(bits=24, reference_scaling=True)
+    scaled.load_state_dict(plain.state_dict())
+    batch = random_batch(ctx, batch_size=4)
+    plain.eval(), scaled.eval()  # no exchange: the same u in both
+    out = plain(batch.images)
+    _, parts = plain.loss(out, batch)
+    _, scaled_parts = scaled.loss(out, batch)
+    for key in ("similarity", "quantization"):
+        torch.testing.assert_close(scaled_parts[key], parts[key] * 12 / 24)
+    torch.testing.assert_close(scaled_parts["spatial"], parts["spatial"])
+
+
+def test_paper_recipe_matches_the_reference_step_count():
+    """aassxun/DSH_Analysis adsh_exchnet.py: 40 outer iterations x 30 epochs x 2,000 images / batch 16."""
+    from fgbench.protocol import resolve_protocol
+
+    p = resolve_protocol("paper", {}, exchnet.SPEC.paper_recipe, "cub")
+    steps = p.epochs * (p.epoch_sample // p.batch_size)
+    assert (p.epochs // p.resample_every, p.resample_every, p.epoch_sample, p.batch_size) == (40, 30, 2000, 16)
+    assert steps == 150_000 and p.milestones == (35 * 30,)
