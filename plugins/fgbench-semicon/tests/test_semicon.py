@@ -1,0 +1,167 @@
+"""SEMICON plugin: shapes, bit split, SEM mask, ICON, ADSH loss and V update, cost (CPU, random init)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+import fgbench
+import fgbench_semicon
+from fgbench.testing import (autocast_loss, build_context, random_batch, registered_plugin, train_context,
+                             train_steps)
+from fgbench_semicon import ICON, SEMAttention, SPEC, sem_mask, split_bits
+
+SIZE = 32
+
+
+def make(bits: int = 12, num_classes: int = 4, **kwargs):  # type: ignore[no-untyped-def]
+    torch.manual_seed(0)
+    ctx = build_context(SPEC, bits=bits, num_classes=num_classes, num_train=16,
+                        input_size=kwargs.pop("input_size", SIZE), config=SPEC.make_config(kwargs.pop("config", {})),
+                        **kwargs)
+    return SPEC.build(ctx), ctx
+
+
+def encode_cost(model: torch.nn.Module, size: int) -> tuple[float, float]:
+    """Parameters (M) used by ``encode`` and its multiply-accumulates (G) on one image."""
+    model.eval()
+    x = torch.randn(1, 3, size, size)
+    model.zero_grad(set_to_none=True)
+    model.encode(x).sum().backward()
+    params = sum(p.numel() for p in model.parameters() if p.grad is not None)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model.encode(x)
+    return params / 1e6, counter.get_total_flops() / 2 / 1e9
+
+
+@pytest.mark.parametrize("bits", [12, 24, 32, 48, 7])
+def test_output_shapes_for_every_bit_length(bits: int) -> None:
+    model, ctx = make(bits)
+    batch = random_batch(ctx, 4)
+    model.train()
+    out = model(batch.images)
+    assert out["codes"].shape == (4, bits)
+    assert out["attention"].shape[:2] == (4, 3)
+    model.eval()
+    with torch.no_grad():
+        assert model.encode(batch.images).shape == (4, bits)
+
+
+def test_bit_split_matches_the_authors_for_the_standard_lengths() -> None:
+    assert split_bits(12) == (6, 2, 2, 2)
+    assert split_bits(24) == (12, 4, 4, 4)
+    assert split_bits(32) == (17, 5, 5, 5)
+    assert split_bits(48) == (24, 8, 8, 8)
+    assert all(sum(split_bits(b)) == b for b in range(1, 65))
+
+
+def test_sem_mask_suppresses_the_attended_region() -> None:
+    att = torch.zeros(2, 1, 4, 4)
+    att[0, 0, 1, 2] = 5.0
+    m = sem_mask(att, 0.3)
+    assert m.shape == att.shape and float(m.min()) >= 0 and float(m.max()) <= 2
+    assert float(m[0, 0, 1, 2]) > 1.0  # attended: 2 - m < 1, suppressed in the next stage
+    assert float(m[0, 0, 3, 3]) < 1.0  # elsewhere: enhanced
+    torch.testing.assert_close(m[1], torch.ones(1, 4, 4))  # flat map: neither
+    # per-image statistics: an image's mask does not depend on the rest of the batch
+    torch.testing.assert_close(sem_mask(att[:1], 0.3), m[:1])
+
+
+def test_sem_stages_see_the_suppressed_features() -> None:
+    torch.manual_seed(0)
+    sem = SEMAttention(64, parts=3, alpha=0.3).eval()
+    x = torch.randn(2, 64, 6, 6)
+    with torch.no_grad():
+        maps = sem(x)
+        f = sem.body(x)
+        first = sem.heads[0](f)
+        second_unmasked = sem.heads[1](f)
+        second = sem.heads[1](f * (2.0 - sem_mask(first, 0.3)))
+    assert maps.shape == (2, 3, 6, 6)
+    torch.testing.assert_close(maps[:, :1], first)
+    torch.testing.assert_close(maps[:, 1:2], second)
+    assert not torch.allclose(second, second_unmasked)
+
+
+def test_icon_mixes_channels_across_groups() -> None:
+    torch.manual_seed(0)
+    icon = ICON(16, groups=4).eval()
+    x = torch.randn(1, 16, 3, 3)
+    with torch.no_grad():
+        base = icon(x)
+        poked = x.clone()
+        poked[0, 0] += 1.0  # change one channel of group 0
+        diff = (icon(poked) - base).abs().amax(dim=(0, 2, 3))
+    # after the two steps every group's channels respond (step 1 alone would only change group 0)
+    assert (diff.reshape(4, 4).amax(dim=1) > 1e-6).all()
+    with pytest.raises(ValueError, match="divisible"):
+        ICON(10, groups=4)
+
+
+def test_loss_finite_and_decreasing_on_a_fixed_batch() -> None:
+    model, ctx = make(12)
+    losses = train_steps(model, random_batch(ctx, 8), steps=5, lr=1e-3)
+    assert all(math.isfinite(v) for v in losses)
+    assert losses[-1] < losses[0]
+
+
+def test_adsh_loss_and_database_code_update() -> None:
+    model, ctx = make(12)
+    batch = random_batch(ctx, 8)
+    model.train()
+    loss, parts = model.loss(model(batch.images), batch)
+    torch.testing.assert_close(loss, parts["similarity"] + parts["quantization"])
+    u = model.query_codes.codes.clone()
+    v = model.database_codes.codes
+    labels = torch.as_tensor(ctx.train_labels)
+    s = torch.where(labels[:, None] == labels[None, :], 1.0, model.dissimilar)
+
+    def objective(v: torch.Tensor) -> float:
+        return float((u @ v.T - 12 * s).pow(2).sum() + model.config.gamma * (v - u).pow(2).sum())
+
+    before = objective(v)
+    logs: list = []
+    model.on_epoch_end(0, train_context(ctx, log=lambda k, x: logs.append((k, x))))
+    after = objective(model.database_codes.codes)
+    assert after <= before  # each bit's closed-form step never increases ADSH's objective
+    assert model.database_codes.codes.abs().eq(1).all()
+    assert logs and logs[0][0] == "semicon/v_bits_changed"
+
+
+def test_encode_is_deterministic_and_batch_independent() -> None:
+    model, ctx = make(12)
+    images = random_batch(ctx, 4).images
+    model.eval()
+    with torch.no_grad():
+        a, b, single = model.encode(images), model.encode(images), model.encode(images[:1])
+    assert torch.equal(a, b)
+    torch.testing.assert_close(single, a[:1], atol=1e-5, rtol=1e-4)
+
+
+def test_bf16_autocast_loss_is_float32_and_finite() -> None:
+    model, ctx = make(12)
+    loss, _ = autocast_loss(model, random_batch(ctx, 4))
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)
+
+
+def test_cost_within_5_percent_of_cmbh_table5() -> None:
+    model, _ = make(12, num_classes=200, backbone="resnet50", input_size=224)
+    params, flops = encode_cost(model, 224)
+    paper = next(r for r in SPEC.paper_results if r.params_m)
+    assert params == pytest.approx(paper.params_m["resnet50@12"], rel=0.05)
+    assert flops == pytest.approx(paper.flops_g["resnet50@12"], rel=0.05)
+
+
+def test_registered_with_paper_metadata_and_recipe() -> None:
+    with registered_plugin(fgbench_semicon) as host:
+        spec = host.registry.methods.get("semicon")
+    assert spec.paper_map("cub", 12) == pytest.approx(0.3776)
+    assert spec.paper_map("nabirds", 48) == pytest.approx(0.4115)
+    for ds, lr in [("cub", 2.5e-4), ("vegfru", 5e-4)]:
+        recipe = dict(spec.paper_recipe["default"], **spec.paper_recipe.get(ds, {}))
+        proto = fgbench.Protocol(name="paper").replace(**recipe)
+        proto.validate()
+        assert (proto.lr, proto.momentum, proto.batch_size) == (lr, 0.91, 16)
