@@ -228,7 +228,8 @@ SPEC = MethodSpec(
     # batch 16, 40 outer iterations ("epochs" here) with lr / 10 after iteration 35 (README).
     paper_recipe={
         "default": {"backbone": "resnet50", "weights": "imagenet", "input_size": 224, "resize_size": 256,
-                    "augmentation": "crop-flip", "optimizer": "sgd", "lr": 1e-4, "backbone_lr_mult": 1.0,
+                    "train_crop": "random", "flip_p": 0.5, "imagenet_weights": "imagenet1k_v1",
+                    "optimizer": "sgd", "lr": 1e-4, "backbone_lr_mult": 1.0,
                     "momentum": 0.9, "weight_decay": 1e-4, "schedule": "step", "milestones": (35,), "epochs": 40,
                     "batch_size": 16},
     },

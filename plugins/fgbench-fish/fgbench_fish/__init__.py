@@ -213,7 +213,8 @@ SPEC = MethodSpec(
     # iterations 5, 15 and 35, and the usual 224 crop of fine-grained hashing (README).
     paper_recipe={
         "default": {"backbone": "resnet50", "weights": "imagenet", "input_size": 224, "resize_size": 256,
-                    "augmentation": "crop-flip", "optimizer": "sgd", "lr": 0.01, "backbone_lr_mult": 1.0,
+                    "train_crop": "random", "flip_p": 0.5, "imagenet_weights": "imagenet1k_v1",
+                    "optimizer": "sgd", "lr": 0.01, "backbone_lr_mult": 1.0,
                     "momentum": 0.9, "weight_decay": 0.0, "schedule": "step", "milestones": (5, 15, 35),
                     "epochs": 40, "batch_size": 16},
     },

@@ -301,7 +301,8 @@ SPEC = MethodSpec(
     # (lr step 45).  Input 224 crop of a 256 resize (README).
     paper_recipe={
         "default": {"backbone": "resnet50", "weights": "imagenet", "input_size": 224, "resize_size": 256,
-                    "augmentation": "crop-flip", "optimizer": "sgd", "lr": 2.5e-4, "backbone_lr_mult": 1.0,
+                    "train_crop": "random", "flip_p": 0.5, "imagenet_weights": "imagenet1k_v1",
+                    "optimizer": "sgd", "lr": 2.5e-4, "backbone_lr_mult": 1.0,
                     "momentum": 0.91, "weight_decay": 1e-4, "schedule": "constant", "epochs": 40,
                     "batch_size": 16},
         "vegfru": {"lr": 5e-4, "epochs": 50, "schedule": "step", "milestones": (45,)},
