@@ -160,6 +160,12 @@ class MethodSpec:
         paper_results: paper-reported numbers (shown in separate columns).
         paper_recipe: ``{dataset or "default": {protocol field: value}}`` used
             by ``--protocol paper``.
+        paper_recipe_sources: ``{protocol field: where the value comes from}``
+            (a paper section or table, or the authors' code where the paper is
+            silent), for the fields of ``paper_recipe`` — the same source for
+            the field's value in every entry; shown by ``fgbench recipe`` and
+            docs/recipes.md.  Optional (a field without one is shown as
+            "not cited").
         source: the distribution that registered it (filled in by the host).
     """
 
@@ -171,6 +177,7 @@ class MethodSpec:
     paper_results: tuple[PaperResult, ...] = ()
     paper_recipe: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     source: str = ""
+    paper_recipe_sources: Mapping[str, str] = field(default_factory=dict)
 
     def validate(self) -> None:
         """Raise ``ValueError`` with a readable reason when the spec is malformed."""
@@ -184,6 +191,10 @@ class MethodSpec:
                 for b, v in per_bits.items():
                     if not 0.0 <= float(v) <= 1.0:
                         raise ValueError(f"method {self.name!r}: paper mAP {ds}/{b} = {v} not in [0, 1]")
+
+    def recipe_source(self, key: str) -> str:
+        """Where the paper recipe's value of protocol field ``key`` comes from, or ``"not cited"``."""
+        return str(self.paper_recipe_sources.get(key, "not cited"))
 
     def make_config(self, overrides: Mapping[str, Any] | None = None) -> Any:
         """The config dataclass with the paper defaults, updated by ``overrides``.

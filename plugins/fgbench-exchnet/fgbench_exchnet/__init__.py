@@ -287,6 +287,20 @@ SPEC = MethodSpec(
     # The paper's training recipe could not be read; these are the values of the third-party
     # re-implementation (aassxun/DSH_Analysis, adsh_exchnet.py): SGD lr 1e-4, momentum 0.9,
     # weight decay 1e-4, batch 16, lr / 10 for the last 5 of 40 outer iterations (README).
+    paper_recipe_sources={
+        "backbone": "reference code aassxun/DSH_Analysis (ResNet-50; the paper text could not be read)",
+        "input_size": "reference code aassxun/DSH_Analysis (224 px crops)",
+        "resize_size": "reference code aassxun/DSH_Analysis (resize 256)",
+        "optimizer": "reference code aassxun/DSH_Analysis adsh_exchnet.py (SGD)",
+        "lr": "reference code aassxun/DSH_Analysis adsh_exchnet.py (lr 1e-4)",
+        "backbone_lr_mult": "reference code aassxun/DSH_Analysis adsh_exchnet.py (one lr for all layers)",
+        "momentum": "reference code aassxun/DSH_Analysis adsh_exchnet.py (momentum 0.9)",
+        "weight_decay": "reference code aassxun/DSH_Analysis adsh_exchnet.py (weight decay 1e-4)",
+        "schedule": "reference code aassxun/DSH_Analysis adsh_exchnet.py (lr / 10 after 35 of 40 outer iterations)",
+        "milestones": "reference code aassxun/DSH_Analysis adsh_exchnet.py (35 of 40 outer iterations)",
+        "epochs": "reference code aassxun/DSH_Analysis adsh_exchnet.py (40 outer iterations, mapped to epochs)",
+        "batch_size": "reference code aassxun/DSH_Analysis adsh_exchnet.py (batch 16)",
+    },
     paper_recipe={
         "default": {"backbone": "resnet50", "input_size": 224, "resize_size": 256, "optimizer": "sgd", "lr": 1e-4,
                     "backbone_lr_mult": 1.0, "momentum": 0.9, "weight_decay": 1e-4, "schedule": "step",

@@ -260,6 +260,22 @@ SPEC = MethodSpec(
     # 0.91, weight decay 5e-4, lr 0.0035 for all datasets, batch 128, 300 "iterations" read as epochs (the
     # authors' code: max_epochs=300; Fig. 11 converges in ~90).  One lr for all layers and x0.1 every 80
     # epochs are from the authors' code (StepLR(step_size=80)).
+    paper_recipe_sources={
+        "backbone": "Implementation details and experimental settings (pre-trained ResNet-50)",
+        "weights": "Implementation details and experimental settings (pre-trained ResNet-50)",
+        "optimizer": "Implementation details (SGD)",
+        "momentum": "Implementation details (momentum 0.91)",
+        "weight_decay": "Implementation details (weight decay 0.0005)",
+        "lr": "Implementation details (initial learning rate 0.0035 on all datasets)",
+        "batch_size": "Implementation details (mini-batch 128)",
+        "epochs": "Implementation details (\"number of iterations ... 300\")",
+        "input_size": "Implementation details (random crop to 336 x 336; test centre 336)",
+        "resize_size": "Implementation details (test images shrunk to 356 x 356)",
+        "augmentation": "Implementation details (random crop, rotation 30, flip p = 0.7, colour jitter 0.5)",
+        "backbone_lr_mult": "authors' code BJFU-CS2012/MuiltNet (one learning rate for all layers)",
+        "schedule": "authors' code BJFU-CS2012/MuiltNet (StepLR(step_size=80))",
+        "milestones": "authors' code BJFU-CS2012/MuiltNet (StepLR(step_size=80): 80, 160, 240)",
+    },
     paper_recipe={
         "default": {"backbone": "resnet50", "weights": "imagenet", "optimizer": "sgd", "momentum": 0.91,
                     "weight_decay": 5e-4, "lr": 0.0035, "batch_size": 128, "epochs": 300, "input_size": 336,
