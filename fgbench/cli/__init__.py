@@ -12,7 +12,7 @@ import sys
 
 import click
 
-from fgbench.cli import data, leaderboard, list, new_plugin, profile, run, submit
+from fgbench.cli import data, leaderboard, list, new_plugin, profile, recipe, run, submit
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -29,7 +29,7 @@ def main() -> None:
 
 
 for _command in (list.list_cmd, run.run, leaderboard.leaderboard, profile.profile, data.data, new_plugin.new_plugin,
-                 submit.submit):
+                 submit.submit, recipe.recipe):
     main.add_command(_command)
 
 
