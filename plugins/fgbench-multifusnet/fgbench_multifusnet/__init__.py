@@ -81,11 +81,14 @@ class MultiFusNetConfig:
     eca_gamma, eca_b: ECA adaptive kernel size parameters (ECA-Net: 2, 1).
     attn_heads, attn_depth, attn_mlp_ratio: the self-attention module (not
         given in the paper: 8 heads, 1 layer, MLP ratio 2).
-    label_confidence: probability of the true class in the smoothed label (0.90).
+    label_confidence: probability of the true class in the smoothed label
+        (Eq. 15 and its text: "label smoothing ... with a confidence level of 0.90").
     zoom, zoom_grid, zoom_sigma, zoom_base, zoom_fwhm: the Gaussian-enhanced
         image (CNET's attention zoom and its settings).
-    proxy_iterations, proxy_delta: FISH proxy-code optimisation (15 iterations).
-    init_alpha, init_beta: initial loss weights of Eq. 12.
+    proxy_iterations, proxy_delta: FISH proxy-code optimisation (Eqs. 1-7;
+        "Implementation details": 15 iterations of compression).
+    init_alpha, init_beta: initial values of the learnable loss weights of
+        Eq. 12 (not given in the paper; 1, as CNET Sec. 4.5.3).
     """
 
     stages: tuple[int, ...] = (2, 3, 4)
