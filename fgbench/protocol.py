@@ -241,10 +241,6 @@ def resolve_protocol(
     return proto.validate()
 
 
-#: names of the override layers of :func:`protocol_layers`, in the order they apply
-LAYER_NAMES = ("dataset", "recipe", "recipe:dataset", "user")
-
-
 def protocol_layers(
     name: str,
     dataset_overrides: Mapping[str, Any] | None = None,
