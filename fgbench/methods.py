@@ -228,6 +228,12 @@ class MethodSpec:
             by ``--protocol paper``; keys are registered dataset names or
             ``"default"``, fields are :class:`~fgbench.protocol.Protocol` fields
             (except ``name``).
+        paper_recipe_sources: ``{protocol field: where the value comes from}``
+            (a paper section or table, or the authors' code where the paper is
+            silent), for the fields of ``paper_recipe`` — the same source for
+            the field's value in every entry; shown by ``fgbench recipe`` and
+            docs/recipes.md.  Optional (a field without one is shown as
+            "not cited").
         source: the distribution that registered it (filled in by the host).
     """
 
@@ -239,6 +245,7 @@ class MethodSpec:
     paper_results: tuple[PaperResult, ...] = ()
     paper_recipe: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     source: str = ""
+    paper_recipe_sources: Mapping[str, str] = field(default_factory=dict)
 
     def validate(self) -> None:
         """Raise ``ValueError`` with a readable reason when the spec is malformed."""
@@ -298,6 +305,10 @@ class MethodSpec:
             if key != "default" and key not in known:
                 raise ValueError(f"method {self.name!r}: paper_recipe key {key!r} is not 'default' or a registered "
                                  f"dataset; valid: default, {valid}")
+
+    def recipe_source(self, key: str) -> str:
+        """Where the paper recipe's value of protocol field ``key`` comes from, or ``"not cited"``."""
+        return str(self.paper_recipe_sources.get(key, "not cited"))
 
     def make_config(self, overrides: Mapping[str, Any] | None = None) -> Any:
         """The config dataclass with the paper defaults, updated by ``overrides``.

@@ -386,9 +386,29 @@ def resolve_protocol(
     if "name" in (user_overrides or {}):
         raise ProtocolError(f"--set name={user_overrides['name']}: the protocol name is chosen with --protocol "
                             f"({' or '.join(PROTOCOL_NAMES)}), not --set")
-    proto = Protocol(name=name).replace(**dict(dataset_overrides or {}))
-    if name == "paper" and method_recipe:
-        proto = proto.replace(**dict(method_recipe.get("default", {})))
-        proto = proto.replace(**dict(method_recipe.get(dataset, {})))
-    proto = proto.replace(**dict(user_overrides or {}))
+    proto = Protocol(name=name)
+    for _, layer in protocol_layers(name, dataset_overrides, method_recipe, dataset, user_overrides):
+        proto = proto.replace(**layer)
     return proto.validate()
+
+
+def protocol_layers(
+    name: str,
+    dataset_overrides: Mapping[str, Any] | None = None,
+    method_recipe: Mapping[str, Mapping[str, Any]] | None = None,
+    dataset: str = "",
+    user_overrides: Mapping[str, Any] | None = None,
+) -> list[tuple[str, dict[str, Any]]]:
+    """The override layers :func:`resolve_protocol` applies over the defaults, in order, named.
+
+    ``("dataset", the dataset's scale overrides)``, then for ``paper`` only
+    ``("recipe", the recipe's "default" entry)`` and ``("recipe:dataset",
+    its entry for ``dataset``)``, then ``("user", the CLI options)``.  A field
+    is set by the last layer that names it (``fgbench recipe`` shows which).
+    """
+    layers = [("dataset", dict(dataset_overrides or {}))]
+    if name == "paper" and method_recipe:
+        layers += [("recipe", dict(method_recipe.get("default", {}))),
+                   ("recipe:dataset", dict(method_recipe.get(dataset, {})))]
+    layers.append(("user", dict(user_overrides or {})))
+    return layers

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import textwrap
 from pathlib import Path
@@ -108,6 +109,33 @@ def test_api_reference_covers_every_public_name_with_its_signature() -> None:
                 section = page.split(f"### `{prefix}{name}`", 1)[1].split("\n### ", 1)[0]
                 assert all(p in section.split("```")[1] for p in params), f"{prefix}{name}: signature missing"
     assert "*(no docstring)*" not in page, "a public name or method has no docstring (see docs/api-reference.md)"
+
+
+def test_recipes_page_is_current() -> None:
+    from fgbench.cli._recipes import render_recipes
+
+    committed = (DOCS / "recipes.md").read_text(encoding="utf-8")
+    assert committed == render_recipes(), (
+        "docs/recipes.md is out of date with the registered paper recipes; regenerate it with\n"
+        "    python -m fgbench.cli._recipes > docs/recipes.md")
+
+
+def test_recipes_page_shows_each_recipe_value_and_its_source() -> None:
+    from fgbench.cli._recipes import render_method
+    from fgbench.methods import MethodSpec
+
+    spec = MethodSpec(name="m", summary="", citation="A. B. Title. Venue 2020.", config_cls=_Config,
+                      build=lambda ctx: None,  # type: ignore[arg-type,return-value]
+                      paper_recipe={"default": {"lr": 0.1, "milestones": (5, 9)}, "cub": {"lr": 0.2}},
+                      paper_recipe_sources={"lr": "Sec. 4.2"})
+    rows = {line.split(" | ")[0]: line for line in render_method(spec).splitlines() if line.startswith("| `")}
+    assert rows["| `lr`"] == "| `lr` | 0.1 | 0.2 | Sec. 4.2 |"
+    assert rows["| `milestones`"] == "| `milestones` | 5, 9 |  | not cited |"
+
+
+@dataclasses.dataclass(frozen=True)
+class _Config:
+    pass
 
 
 def test_quickstart_has_the_two_setup_commands_and_a_first_run() -> None:

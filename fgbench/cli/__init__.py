@@ -12,7 +12,7 @@ import sys
 
 import click
 
-from fgbench.cli import data, evaluate, leaderboard, list, new_plugin, profile, run, submit
+from fgbench.cli import data, evaluate, leaderboard, list, new_plugin, profile, recipe, run, submit
 
 from fgbench.cli import check_plugin  # noqa: E402 - kept apart from the line above (merges)
 
@@ -31,7 +31,7 @@ def main() -> None:
 
 
 for _command in (list.list_cmd, run.run, leaderboard.leaderboard, profile.profile, data.data, new_plugin.new_plugin,
-                 submit.submit, evaluate.evaluate):
+                 submit.submit, evaluate.evaluate, recipe.recipe):
     main.add_command(_command)
 
 main.add_command(check_plugin.check_plugin)

@@ -31,7 +31,10 @@ class GridPlan:
     each with its resolved, validated protocol; ``method_sets``: the checked
     ``--set METHOD.KEY=VALUE`` values (strings; ``MethodSpec.make_config``
     converts them); ``notes``: one-line warnings to show the user (a
-    ``--set`` for a method not selected, a dataset skipped by ``all``).
+    ``--set`` for a method not selected, a dataset skipped by ``all``);
+    ``protocol_overrides``: the protocol fields the command line sets (the
+    ``user`` layer of :func:`fgbench.protocol.protocol_layers`, with
+    ``bits``/``seeds`` when given).
     """
 
     jobs: list[Job]
@@ -41,6 +44,7 @@ class GridPlan:
     method_sets: dict[str, dict[str, str]]
     data_root: Path
     notes: list[str] = field(default_factory=list)
+    protocol_overrides: dict[str, Any] = field(default_factory=dict)
 
 
 #: protocol fields that have their own ``fgbench run`` option (a --set of the same field is refused)
@@ -122,8 +126,9 @@ def plan_grid(registry: Registry, params: Mapping[str, Any]) -> GridPlan:
     if p["shard"]:
         index, count = _parse_shard(p["shard"])
         jobs = shard_jobs(jobs, index, count)
+    user = dict(overrides, **{k: tuple(v) for k, v in (("bits", bits), ("seeds", seeds)) if v})
     return GridPlan(jobs=jobs, methods=method_names, datasets=dataset_names, protocol=p["protocol_name"],
-                    method_sets=method_sets, data_root=root, notes=notes)
+                    method_sets=method_sets, data_root=root, notes=notes, protocol_overrides=user)
 
 
 def _check_engine_options(p: Mapping[str, Any]) -> None:

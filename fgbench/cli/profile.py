@@ -44,5 +44,11 @@ def profile(methods: str | None, bits: str, backbone: str, input_size: int, num_
     rows = profile_methods(reg, names, bit_list, backbone, input_size, num_classes, method_sets)
     from tabulate import tabulate
 
-    click.echo(f"encode path at {input_size}x{input_size}, backbone {backbone}; FLOPs = multiply-accumulates (G)")
-    click.echo(tabulate(rows, headers="keys", tablefmt="github", disable_numparse=True))
+    from fgbench.engine.profile import bare_parameter_lines
+
+    click.echo(f"encode path at {input_size}x{input_size}, backbone {backbone}; FLOPs = multiply-accumulates (G); "
+               f"params (M) = parameters inside layers")
+    table = [{k: v for k, v in row.items() if k not in ("bare", "all params (M)")} for row in rows]
+    click.echo(tabulate(table, headers="keys", tablefmt="github", disable_numparse=True))
+    for line in bare_parameter_lines(rows):
+        click.echo(line)

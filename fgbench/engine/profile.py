@@ -45,7 +45,19 @@ def profile_methods(registry: Registry, methods: Sequence[str], bits: Sequence[i
                 key = f"{backbone}@{b}"
                 if key in res.params_m:
                     paper_p, paper_f = f"{res.params_m[key]:.2f}", f"{res.flops_g.get(key, float('nan')):.2f}"
-            rows.append({"method": name, "bits": b, "params (M)": f"{cost.params_m:.2f}",
+            rows.append({"method": name, "bits": b, "params (M)": f"{cost.layer_params_m:.2f}",
                          "FLOPs (G MACs)": f"{cost.flops_g:.3f}", "paper params (M)": paper_p,
-                         "paper FLOPs (G)": paper_f})
+                         "paper FLOPs (G)": paper_f, "bare": cost.bare_params, "all params (M)": cost.params_m})
     return rows
+
+
+def bare_parameter_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """One line per row whose encode path uses parameters held outside any layer (see ``Cost.bare_params``)."""
+    lines = []
+    for row in rows:
+        if row["bare"]:
+            names = ", ".join(f"{n} {c / 1e6:.3f} M" for n, c in row["bare"])
+            total = sum(c for _, c in row["bare"]) / 1e6
+            lines.append(f"{row['method']} @{row['bits']}: + {total:.3f} M parameters held outside any layer "
+                         f"({names}), used by encode but not in params (M); with them {row['all params (M)']:.2f} M")
+    return lines

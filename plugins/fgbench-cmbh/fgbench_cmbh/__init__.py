@@ -70,23 +70,24 @@ FGBENCH_API_VERSION = 2  # uses similar_pair_ratio (API 2)
 
 @dataclass(frozen=True)
 class CMBHConfig:
-    """CMBH hyper-parameters (paper defaults, Sec. 4.1 and Fig. 2).
+    """CMBH hyper-parameters: every default is the paper's (Sec. 4.1, Implementation details; Fig. 2).
 
-    k: C-vectors (critical characteristics) per class (k = 2).
-    alpha: scale of the matching-score logits (Fig. 2b: 12-16 is stable).
-    num_layers: ``L``, the last stages used for features (L = 3).
+    k: C-vectors (critical characteristics) per class (Sec. 4.1: k = 2).
+    alpha: scale of the matching-score logits (Fig. 2b: 12 or 16 is stable across bit lengths; 16).
+    num_layers: ``L``, the last stages used for features (Sec. 4.1: L = 3).
     hash_layer: ``l``, 1-based among those ``L`` stages, used for the codes
-        (l = 2, the penultimate stage).
-    regions: ``M``, regions found by Algorithm 1 (M = 4).
+        (Sec. 4.1: l = 2, the penultimate stage).
+    regions: ``M``, regions found by Algorithm 1 (Sec. 4.1: M = 4).
     feature_dim: ``d``, dimension of ``f^j`` and of the C-vectors (512; the
         paper's parameter count in Table 5 implies it, see README).
     conv_width: width of the 1x1 conv in ``N_sub`` (512, idem).
     region_scale: side of the resized region crops as a fraction of the input
         size (the paper does not give it; 1.0 = the input size).
     regions_per_step: how many of each image's ``M`` regions enter one
-        step's ``L_region`` (0 = all ``M``, Eq. 14 exactly).  With ``r < M``
-        regions sampled uniformly, ``M x`` their mean is an unbiased estimate
-        of Eq. 14's sum at ``r/M`` of the cost (CPU budget, see README).
+        step's ``L_region``; 0 (the default) = all ``M``, Eq. 14 as written.
+        With ``r < M`` regions sampled uniformly, ``M x`` their mean is an
+        unbiased estimate of Eq. 14's sum at ``r/M`` of the region cost (not
+        the paper's; an option for a smaller budget, see README).
     use_transfer / use_regions: ablation switches for ``L_trans`` and
         ``L_region`` (Table 4's T and R).
     """
@@ -99,7 +100,7 @@ class CMBHConfig:
     feature_dim: int = 512
     conv_width: int = 512
     region_scale: float = 1.0
-    regions_per_step: int = 1
+    regions_per_step: int = 0
     use_transfer: bool = True
     use_regions: bool = True
 
@@ -359,6 +360,26 @@ SPEC = MethodSpec(
     # Pipeline, Sec. 4.1 (data preprocessing): every image resized to 255 x 255 (square), random crop 224 at
     # training, centre crop 224 at test; no flip or other augmentation is listed.  ImageNet weights: the paper
     # says ImageNet-pretrained ResNet-50/18 and names no version: torchvision's pretrained=True = V1.
+    paper_recipe_sources={
+        "backbone": "Sec. 4.1 (ResNet-50 and ResNet-18; Table 2 reports ResNet-50)",
+        "input_size": "Sec. 4.1 (random crop 224 x 224)",
+        "resize_size": "Sec. 4.1 (images resized to 255 x 255)",
+        "optimizer": "Sec. 4.1 (standard SGD)",
+        "lr": "Sec. 4.1 (initial learning rate 0.001)",
+        "backbone_lr_mult": "Sec. 4.1 (one learning rate for the whole network)",
+        "momentum": "Sec. 4.1 (momentum 0.9)",
+        "weight_decay": "Sec. 4.1 (weight decay 5e-4)",
+        "schedule": "Sec. 4.1 (divided by 10 at epoch 70)",
+        "milestones": "Sec. 4.1 (divided by 10 at epoch 70)",
+        "epochs": "Sec. 4.1 (100 epochs)",
+        "batch_size": "Sec. 4.1 (16 for CUB-200-2011 and Aircraft, 64 for the three large datasets)",
+        "resize_shape": "Sec. 4.1 (images resized to 255 x 255: square)",
+        "train_crop": "Sec. 4.1 (random crop 224 x 224 in training, centre crop at test)",
+        "flip_p": "Sec. 4.1 (no flip listed)",
+        "rotation": "Sec. 4.1 (no rotation listed)",
+        "color_jitter": "Sec. 4.1 (no colour jitter listed)",
+        "imagenet_weights": "Sec. 4.1 (ImageNet-pretrained, no version named: torchvision pretrained=True = V1)",
+    },
     paper_recipe={
         "default": {"backbone": "resnet50", "optimizer": "sgd",
                     "lr": 1e-3, "backbone_lr_mult": 1.0, "momentum": 0.9, "weight_decay": 5e-4,

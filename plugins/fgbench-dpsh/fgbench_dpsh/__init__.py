@@ -34,7 +34,9 @@ FGBENCH_API_VERSION = 1
 class DPSHConfig:
     """DPSH hyper-parameters (paper defaults).
 
-    eta: weight of the quantization term ``||b - u||^2`` (Sec. 3, eta = 10).
+    eta: weight of the quantization term ``||b - u||^2`` of Eq. 4 (the
+        paper's setting, eta = 10; the authors' PyTorch code runs its
+        CIFAR-10 script with lambda = 50, see README).
     """
 
     eta: float = 10.0
@@ -84,15 +86,39 @@ SPEC = MethodSpec(
              "IJCAI 2016.",
     config_cls=DPSHConfig,
     build=build,
-    # Sec. 4: mini-batch 128; the paper trains CNN-F with SGD
+    # The paper (Sec. 4) trains CNN-F (VGG-F) with mini-batch SGD, batch 128; the rest of the schedule is the
+    # authors' PyTorch code (jiangqy/DPSH-pytorch, DPSH_CIFAR_10.py): SGD without momentum, lr 0.05 for every
+    # layer, weight decay 1e-5, 150 epochs, lr / 10 every 50 epochs.  The backbone stays the protocol's
+    # (CNN-F is not in torchvision; the authors' PyTorch code replaces it too, by AlexNet / VGG-11).
     # Pipeline: the paper describes no augmentation; the PyTorch code of the paper's group (jiangqy/DPSH-pytorch,
     # DPSH_CIFAR_10.py) uses one transform for training and evaluation, Resize(256) (short side) +
     # CenterCrop(224), no flip.  ImageNet weights: that code uses torchvision pretrained=True models = V1 (the
     # paper's CNN-F is replaced by the protocol's backbone).
-    paper_recipe={"default": {"batch_size": 128, "optimizer": "sgd",
+    paper_recipe={"default": {"optimizer": "sgd", "momentum": 0.0, "lr": 0.05, "backbone_lr_mult": 1.0,
+                              "weight_decay": 1e-5, "batch_size": 128, "epochs": 150, "schedule": "step",
+                              "milestones": (50, 100),
                               "input_size": 224, "resize_size": 256, "resize_shape": "short-side",
                               "train_crop": "center", "flip_p": 0.0, "rotation": 0.0,
                               "color_jitter": (0.0, 0.0, 0.0, 0.0), "imagenet_weights": "imagenet1k_v1"}},
+    paper_recipe_sources={
+        "optimizer": "Sec. 4 (mini-batch SGD); authors' code DPSH_CIFAR_10.py (optim.SGD)",
+        "momentum": "authors' code DPSH_CIFAR_10.py (optim.SGD without momentum)",
+        "lr": "authors' code DPSH_CIFAR_10.py (learning_rate = 0.05)",
+        "backbone_lr_mult": "authors' code DPSH_CIFAR_10.py (one learning rate for all parameters)",
+        "weight_decay": "authors' code DPSH_CIFAR_10.py (weight_decay = 1e-5)",
+        "batch_size": "Sec. 4 (mini-batch size 128); authors' code (batch_size = 128)",
+        "epochs": "authors' code DPSH_CIFAR_10.py (epochs = 150)",
+        "schedule": "authors' code DPSH_CIFAR_10.py (AdjustLearningRate: lr * 0.1 ** (epoch // 50))",
+        "milestones": "authors' code DPSH_CIFAR_10.py (lr / 10 after epochs 50 and 100)",
+        "input_size": "authors' group's code DPSH-pytorch (CenterCrop(224))",
+        "resize_size": "authors' group's code DPSH-pytorch (Scale(256))",
+        "resize_shape": "authors' group's code DPSH-pytorch (Scale(256): short side)",
+        "train_crop": "authors' group's code DPSH-pytorch (the same CenterCrop for training; the paper lists no augmentation)",
+        "flip_p": "authors' group's code DPSH-pytorch (no flip)",
+        "rotation": "authors' group's code DPSH-pytorch (no rotation)",
+        "color_jitter": "authors' group's code DPSH-pytorch (no colour jitter)",
+        "imagenet_weights": "authors' group's code DPSH-pytorch (torchvision pretrained=True = V1)",
+    },
 )
 
 

@@ -319,6 +319,30 @@ SPEC = MethodSpec(
     # on train_transform through data_loader.sample_dataloader): RandomResizedCrop(224) (torchvision defaults:
     # scale 0.08-1, ratio 3/4-4/3) + flip p=0.5; query and database Resize(256) (short side) + CenterCrop(224).
     # ImageNet weights: its models/resnet.py loads resnet50-19c8e357.pth, torchvision's original checkpoint = V1.
+    paper_recipe_sources={
+        "backbone": "reference code aassxun/DSH_Analysis (ResNet-50; the paper text could not be read)",
+        "input_size": "reference code aassxun/DSH_Analysis (224 px crops)",
+        "resize_size": "reference code aassxun/DSH_Analysis (resize 256)",
+        "optimizer": "reference code aassxun/DSH_Analysis adsh_exchnet.py (SGD)",
+        "lr": "reference code aassxun/DSH_Analysis adsh_exchnet.py (lr 1e-4)",
+        "backbone_lr_mult": "reference code aassxun/DSH_Analysis adsh_exchnet.py (one lr for all layers)",
+        "momentum": "reference code aassxun/DSH_Analysis adsh_exchnet.py (momentum 0.9)",
+        "weight_decay": "reference code aassxun/DSH_Analysis adsh_exchnet.py (weight decay 1e-4)",
+        "schedule": "reference code aassxun/DSH_Analysis adsh_exchnet.py (lr / 10 after 35 of 40 outer iterations = epoch 1,050)",
+        "milestones": "reference code aassxun/DSH_Analysis adsh_exchnet.py (35 of 40 outer iterations)",
+        "epochs": "reference code aassxun/DSH_Analysis adsh_exchnet.py (40 outer iterations x 30 epochs = 1,200 epochs)",
+        "batch_size": "reference code aassxun/DSH_Analysis adsh_exchnet.py (batch 16)",
+        "resize_shape": "reference code DSH_Analysis data/transform.py (Resize(256): short side)",
+        "train_crop": "reference code DSH_Analysis data/transform.py (RandomResizedCrop(224))",
+        "crop_scale": "torchvision RandomResizedCrop default (as the reference code uses it)",
+        "crop_ratio": "torchvision RandomResizedCrop default (as the reference code uses it)",
+        "flip_p": "reference code DSH_Analysis data/transform.py (RandomHorizontalFlip)",
+        "rotation": "reference code DSH_Analysis data/transform.py (no rotation)",
+        "color_jitter": "reference code DSH_Analysis data/transform.py (no colour jitter)",
+        "imagenet_weights": "reference code models/resnet.py (resnet50-19c8e357.pth = V1)",
+        "epoch_sample": "reference code adsh_exchnet.py (2,000 database images sampled per outer iteration)",
+        "resample_every": "reference code adsh_exchnet.py (30 epochs per outer iteration)",
+    },
     paper_recipe={
         "default": {"backbone": "resnet50", "optimizer": "sgd", "lr": 1e-4,
                     "backbone_lr_mult": 1.0, "momentum": 0.9, "weight_decay": 1e-4, "schedule": "step",

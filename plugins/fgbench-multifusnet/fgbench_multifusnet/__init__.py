@@ -81,11 +81,14 @@ class MultiFusNetConfig:
     eca_gamma, eca_b: ECA adaptive kernel size parameters (ECA-Net: 2, 1).
     attn_heads, attn_depth, attn_mlp_ratio: the self-attention module (not
         given in the paper: 8 heads, 1 layer, MLP ratio 2).
-    label_confidence: probability of the true class in the smoothed label (0.90).
+    label_confidence: probability of the true class in the smoothed label
+        (Eq. 15 and its text: "label smoothing ... with a confidence level of 0.90").
     zoom, zoom_grid, zoom_sigma, zoom_base, zoom_fwhm: the Gaussian-enhanced
         image (CNET's attention zoom and its settings).
-    proxy_iterations, proxy_delta: FISH proxy-code optimisation (15 iterations).
-    init_alpha, init_beta: initial loss weights of Eq. 12.
+    proxy_iterations, proxy_delta: FISH proxy-code optimisation (Eqs. 1-7;
+        "Implementation details": 15 iterations of compression).
+    init_alpha, init_beta: initial values of the learnable loss weights of
+        Eq. 12 (not given in the paper; 1, as CNET Sec. 4.5.3).
     """
 
     stages: tuple[int, ...] = (2, 3, 4)
@@ -264,6 +267,27 @@ SPEC = MethodSpec(
     # code (BJFU-CS2012/MuiltNet, datacsv/data_interface.py) has RandomResizedCrop(224) + flip, test
     # Resize(256) + CenterCrop(224) instead; the paper's pipeline is the one stated for its tables.
     # ImageNet weights: the authors' code builds torchvision resnet50(pretrained=True) (model/ca_net.py) = V1.
+    paper_recipe_sources={
+        "backbone": "Implementation details and experimental settings (pre-trained ResNet-50)",
+        "weights": "Implementation details and experimental settings (pre-trained ResNet-50)",
+        "optimizer": "Implementation details (SGD)",
+        "momentum": "Implementation details (momentum 0.91)",
+        "weight_decay": "Implementation details (weight decay 0.0005)",
+        "lr": "Implementation details (initial learning rate 0.0035 on all datasets)",
+        "batch_size": "Implementation details (mini-batch 128)",
+        "epochs": "Implementation details (\"number of iterations ... 300\")",
+        "input_size": "Implementation details (random crop to 336 x 336; test centre 336)",
+        "resize_size": "Implementation details (test images shrunk to 356 x 356)",
+        "backbone_lr_mult": "authors' code BJFU-CS2012/MuiltNet (one learning rate for all layers)",
+        "schedule": "authors' code BJFU-CS2012/MuiltNet (StepLR(step_size=80))",
+        "milestones": "authors' code BJFU-CS2012/MuiltNet (StepLR(step_size=80): 80, 160, 240)",
+        "resize_shape": "Implementation details (test images shrunk to 356 x 356: square)",
+        "train_crop": "Implementation details (random crop to 336 x 336)",
+        "flip_p": "Implementation details (random horizontal flip with probability 0.7)",
+        "rotation": "Implementation details (random rotation within 30 degrees)",
+        "color_jitter": "Implementation details (brightness, contrast, saturation and hue factor 0.5)",
+        "imagenet_weights": "authors' code model/ca_net.py (torchvision resnet50(pretrained=True) = V1)",
+    },
     paper_recipe={
         "default": {"backbone": "resnet50", "weights": "imagenet", "optimizer": "sgd", "momentum": 0.91,
                     "weight_decay": 5e-4, "lr": 0.0035, "batch_size": 128, "epochs": 300,
