@@ -51,6 +51,7 @@ import torch
 from fgbench._atomic import temp_files_of
 from fgbench.backbones import Backbone
 from fgbench.data.base import RetrievalDataset
+from fgbench.data.class_split import UnseenClassDataset, job_dataset, retrieval_splits, split_folder
 from fgbench import _faults as faults
 from fgbench._version import __version__
 from fgbench.engine import distributed
@@ -96,7 +97,9 @@ class Job:
         return f"{self.method}/{self.dataset}/{self.bits}b/seed{self.seed}"
 
     def path(self, results_dir: Path) -> Path:
-        return record_path(results_dir, self.protocol.name, self.dataset, self.method, self.bits, self.seed)
+        # an unseen-class split files its records below <results>/<split>/ (e.g. unseen-25/), never over standard ones
+        return record_path(Path(results_dir) / split_folder(self.protocol.split), self.protocol.name, self.dataset,
+                           self.method, self.bits, self.seed)
 
 
 def code_version() -> str:
@@ -143,6 +146,10 @@ class JobRunner:
         if name not in self._datasets:
             self._datasets[name] = self.registry.datasets.get(name).load(self.data_root)
         return self._datasets[name]
+
+    def job_dataset(self, job: Job) -> RetrievalDataset:
+        """What ``job`` trains and retrieves on: its dataset, or the seen/unseen view of its class split."""
+        return job_dataset(self.dataset(job.dataset), job.protocol.split, job.seed, job.dataset)
 
     def config(self, method: str) -> Any:
         """The config dataclass of ``method`` with this run's ``--set`` overrides."""
@@ -268,7 +275,7 @@ class JobRunner:
     def _run_locked(self, job: Job, path: Path, warn: Callable[[str], None] = _stderr) -> RunRecord | None:
         """Train, encode, evaluate, profile: the record (None on ranks other than 0)."""
         runtime = resolve_runtime(self.options)
-        dataset = self.dataset(job.dataset)
+        dataset = self.job_dataset(job)
         model, mspec, config = self.build_model(job, dataset)
         version = method_version(mspec)
         weights = _weights_source(model)
@@ -279,8 +286,7 @@ class JobRunner:
         if not runtime.is_main:
             return None
         t0 = time.perf_counter()
-        query = dataset.split("test")
-        database = dataset.split("train")
+        query, database = retrieval_splits(dataset)
         progress = self.options.progress
         lo = loader_options_for(runtime, self.options)
         q_codes = encode_split(model, query, job.protocol, runtime, lo, progress=progress, desc="encode query",
@@ -330,6 +336,7 @@ class JobRunner:
             retrieval_examples=retrieval_examples_field(q_codes, d_codes, q_labels, d_labels),
             method_version=version,
             divergence=divergence_reason(train_result.epoch_losses),
+            class_split=dataset.class_split.to_dict() if isinstance(dataset, UnseenClassDataset) else None,
         )
 
     def _cost(self, job: Job, model: Any) -> dict[str, Any]:
@@ -467,6 +474,8 @@ def identity_mismatch(job: Job, record: RunRecord, config: Any, version: str, li
                 differ(f"{job.method}.{key}", recorded_config[key], value)
         elif key in config_defaults and _plain(config_defaults[key]) != value:
             differ(f"{job.method}.{key}", "(absent)", value)
+    if "split" not in now["protocol"] and recorded_protocol.get("split", "standard") != "standard":
+        differ("split", recorded_protocol["split"], "standard")  # a standard protocol's dict leaves split out
     recorded_version = record.method_version
     if not recorded_version and re.fullmatch(r"\S+ \S+", record.method_source or ""):
         recorded_version = record.method_source  # "<distribution> <version>" of an entry-point plugin

@@ -22,7 +22,7 @@ def figure_stems(board: Board) -> dict[str, str]:
     stems = {"map-vs-bits": f"{board.slug}-map-vs-bits", "map-vs-flops": f"{board.slug}-map-vs-flops"}
     if board.has_pr:
         stems["pr"] = f"{board.slug}-pr"
-    if board.example_method:
+    if board.example_method and board.split == "standard":  # a panel shows the standard query and database
         stems["retrieval"] = f"{board.slug}-retrieval"
     return stems
 
@@ -45,7 +45,9 @@ def figures_section(board: Board, prefix: str = f"{FIGURES_DIR}/") -> str:
     else:
         out.append("Precision–recall curves: no record of this board holds `pr_curve`.\n")
     m = board.example_method
-    if m is not None:
+    if board.split != "standard":
+        out.append("Retrieval examples: not drawn for unseen-class boards.\n")
+    elif m is not None:
         bits, seed, _ = board.row(m).examples  # type: ignore[misc]
         out += [f"### Retrieval examples: {m}, {bits} bits, seed {seed}\n",
                 ("Evenly spaced queries (left, grey) and their top-10 database images by Hamming distance, ties "
@@ -69,6 +71,10 @@ def _intro(board: Board) -> str:
     else:
         setting = (f"**Warning:** the records of this board were run under {board.settings} different protocol "
                    f"settings (e.g. CLI overrides on some runs); rows may not be comparable — see the setup table.")
+    if board.split != "standard":
+        setting += (f"\n\n**Unseen classes** (split `{board.split}`, [protocol](../docs/protocol.md#unseen-class-split)): "
+                    f"each method trained on the seen classes' train images only; the query is the test images and "
+                    f"the database the train images of the unseen classes. Not comparable with the standard boards.")
     return (f"mAP@all: query = test split, database = train split, relevant = same class, the whole database "
             f"ranked (ties: expected value over random order; [metrics](../docs/metrics.md)). Each cell is the "
             f"mean ± sample std over seeds (n = number of seeds); rows are ordered by mean mAP over bit lengths; "
@@ -97,7 +103,10 @@ def render_csv(board: Board) -> str:
     """One row per method with every number of the board (machine-readable, no markup)."""
     rows = []
     for r in board.rows:
-        row: dict[str, Any] = {"dataset": board.dataset, "protocol": board.protocol, "method": r.method}
+        row: dict[str, Any] = {"dataset": board.dataset, "protocol": board.protocol}
+        if board.split != "standard":  # the column exists only on unseen-class boards (byte-stable otherwise)
+            row["split"] = board.split
+        row["method"] = r.method
         for b in board.bits:
             cell = r.cells.get(b)
             reported = r.paper.get(b, (math.nan, ""))[0]
@@ -129,14 +138,14 @@ def summary_tables(boards: Sequence[Board], link_prefix: str) -> str:
                          for bits in b.bits)
         seeds = joined(s for r in b.rows for s in r.seeds.split(", "))
         mark = f" {DIVERGED_MARK}" if b.has_divergence else ""
-        index_rows.append([f"[{b.dataset}]({link_prefix}{b.slug}.md){mark}", f"`{b.protocol}`", str(len(b.rows)),
+        index_rows.append([f"[{b.dataset}]({link_prefix}{b.slug}.md){mark}", f"`{b.group}`", str(len(b.rows)),
                            ", ".join(map(str, b.bits)), seeds, best])
     out = ["## Boards\n", md_table(["dataset", "protocol", "methods", "bits", "seeds", "best mAP per bit length"],
                                    index_rows, [False, False, True, False, False, False])]
     if any(b.has_divergence for b in boards):
         out.append(f"{DIVERGED_MARK} the board holds runs whose training diverged (see the note under its table).\n")
-    for protocol in sorted({b.protocol for b in boards}):
-        pboards = [b for b in boards if b.protocol == protocol]
+    for protocol in sorted({b.group for b in boards}):  # an unseen-class split is averaged on its own
+        pboards = [b for b in boards if b.group == protocol]
         methods = sorted({r.method for b in pboards for r in b.rows})
         avg: dict[str, dict[str, float]] = {}
         ranks: dict[str, list[int]] = {m: [] for m in methods}
