@@ -260,6 +260,8 @@ SPLIT_NAMES = (STANDARD_SPLIT, *(f"unseen:{p}" for p in UNSEEN_PERCENTS),
 def split_parts(name: str) -> tuple[int, bool]:
     """(percent of unseen classes, drawn from the seed?) of an ``unseen:P[:seeded]`` split name."""
     _validate_split(name)
+    if name == STANDARD_SPLIT:
+        raise ProtocolError("split 'standard' has no unseen classes")
     parts = name.split(":")
     return int(parts[1]), len(parts) == 3
 

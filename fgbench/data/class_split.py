@@ -25,8 +25,8 @@ fgbench's split names (the protocol field ``split``, option ``--split``):
 
 * ``standard``: today's protocol (train = database = train split, query = test split, every class).
 * ``unseen:P`` with ``P`` in 5, 15, 25: DSH_Analysis's split -- the last ``U`` classes in fgbench's label order
-  (for the official datasets the order of the official class ids, so the same classes as DSH_Analysis for
-  CUB, Aircraft, Stanford Dogs, Food101) are unseen, whatever the seed.
+  (for the official datasets the order of the official class lists, so the same classes as DSH_Analysis for
+  CUB, Aircraft and Food101) are unseen, whatever the seed.
 * ``unseen:P:seeded``: the same counts, the ``U`` unseen classes drawn at random from the job's seed and the
   dataset's name (:func:`split_rng`), so that seeds also average over class splits.
 

@@ -1,7 +1,8 @@
 """Expanding the job grid and running one job end to end.
 
 A job is (method, dataset, bits, seed) under one protocol.  Its record lives
-at ``<results>/<protocol>/<dataset>/<method>/bits<B>-seed<S>.json``; a job
+at ``<results>/<protocol>/<dataset>/<method>/bits<B>-seed<S>.json`` (below
+``<results>/unseen-P/`` for an unseen-class split, :mod:`fgbench.data.class_split`); a job
 whose record exists *with the same identity* is skipped (resume), an
 interrupted job resumes from its last epoch checkpoint, and a lock file keeps
 two processes from running the same job at once.
