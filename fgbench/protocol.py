@@ -219,34 +219,6 @@ def _no_repeats(option: str, values: tuple[int, ...]) -> None:
         seen.add(int(v))
 
 
-def resolve_protocol(
-    name: str,
-    dataset_overrides: Mapping[str, Any] | None = None,
-    method_recipe: Mapping[str, Mapping[str, Any]] | None = None,
-    dataset: str = "",
-    user_overrides: Mapping[str, Any] | None = None,
-) -> Protocol:
-    """The protocol for one dataset (and, for ``paper``, one method).
-
-    Order: defaults, then the dataset's scale overrides, then (``paper`` only)
-    the method's recipe (``"default"`` entry, then the dataset's entry), then
-    the user's explicit overrides (CLI options), which may not change the
-    protocol's ``name`` (it files the record; only ``--protocol`` sets it).
-    The result is validated (:meth:`Protocol.validate`).
-    """
-    if name not in PROTOCOL_NAMES:
-        raise ProtocolError(f"--protocol {name!r}: choose one of {', '.join(PROTOCOL_NAMES)}")
-    if "name" in (user_overrides or {}):
-        raise ProtocolError(f"--set name={user_overrides['name']}: the protocol name is chosen with --protocol "
-                            f"({' or '.join(PROTOCOL_NAMES)}), not --set")
-    proto = Protocol(name=name).replace(**dict(dataset_overrides or {}))
-    if name == "paper" and method_recipe:
-        proto = proto.replace(**dict(method_recipe.get("default", {})))
-        proto = proto.replace(**dict(method_recipe.get(dataset, {})))
-    proto = proto.replace(**dict(user_overrides or {}))
-    return proto.validate()
-
-
 # ---------------------------------------------------------------------------------------------- class split
 # The ``split`` field (issue 16 item 4): which classes a job trains on and retrieves among.  The split itself
 # (which classes, which images) is fgbench.data.class_split; here only its names.
@@ -276,3 +248,32 @@ def _drop_standard_split(d: dict[str, Any]) -> None:
     """Leave ``split`` out of a standard protocol's dict, so standard records stay what they were."""
     if d.get("split") == STANDARD_SPLIT:
         del d["split"]
+
+
+def resolve_protocol(
+    name: str,
+    dataset_overrides: Mapping[str, Any] | None = None,
+    method_recipe: Mapping[str, Mapping[str, Any]] | None = None,
+    dataset: str = "",
+    user_overrides: Mapping[str, Any] | None = None,
+) -> Protocol:
+    """The protocol for one dataset (and, for ``paper``, one method).
+
+    Order: defaults, then the dataset's scale overrides, then (``paper`` only)
+    the method's recipe (``"default"`` entry, then the dataset's entry), then
+    the user's explicit overrides (CLI options), which may not change the
+    protocol's ``name`` (it files the record; only ``--protocol`` sets it).
+    The result is validated (:meth:`Protocol.validate`).
+    """
+    if name not in PROTOCOL_NAMES:
+        raise ProtocolError(f"--protocol {name!r}: choose one of {', '.join(PROTOCOL_NAMES)}")
+    if "name" in (user_overrides or {}):
+        raise ProtocolError(f"--set name={user_overrides['name']}: the protocol name is chosen with --protocol "
+                            f"({' or '.join(PROTOCOL_NAMES)}), not --set")
+    proto = Protocol(name=name).replace(**dict(dataset_overrides or {}))
+    if name == "paper" and method_recipe:
+        proto = proto.replace(**dict(method_recipe.get("default", {})))
+        proto = proto.replace(**dict(method_recipe.get(dataset, {})))
+    proto = proto.replace(**dict(user_overrides or {}))
+    return proto.validate()
+

@@ -320,6 +320,26 @@ def _check_protocol(value: Any) -> None:
                 _int(item, f"{where}[{i}]")
 
 
+def _check_class_split(value: Any, protocol: Mapping[str, Any]) -> None:
+    """``{"name", "num_classes", "seen", "unseen"}``: disjoint class lists that cover the classes, under the
+    protocol's split name."""
+    split = _dict(value, "class_split")
+    for key in ("name", "num_classes", "seen", "unseen"):
+        if key not in split:
+            raise _Invalid(f"class_split.{key}", "is missing")
+    if split["name"] != protocol.get("split"):
+        raise _Invalid("class_split.name", f"is {_show(split['name'])} but protocol.split is "
+                                           f"{_show(protocol.get('split'))}")
+    num = _int(split["num_classes"], "class_split.num_classes", 1)
+    classes: list[int] = []
+    for key in ("seen", "unseen"):
+        if not isinstance(split[key], list) or not split[key]:
+            raise _Invalid(f"class_split.{key}", f"is {_show(split[key])}, not a non-empty list of classes")
+        classes += [_int(c, f"class_split.{key}", 0) for c in split[key]]
+    if sorted(classes) != list(range(num)):
+        raise _Invalid("class_split", f"seen and unseen classes do not split 0..{num - 1} (overlap or gap)")
+
+
 def _name(value: Any, field_name: str, kind: str) -> str:
     if not is_valid_name(value):
         raise _Invalid(field_name, f"is {_show(value)}, not a valid {kind} name ({NAME_RULE}; names become folder "
@@ -388,26 +408,6 @@ def _check_examples(value: Any, num_query: int, num_database: int) -> None:
         for j, item in enumerate(lists["relevant"]):
             if not isinstance(item, bool):
                 raise _Invalid(f"{where}.relevant[{j}]", f"is {_show(item)}, not true/false")
-
-
-def _check_class_split(value: Any, protocol: Mapping[str, Any]) -> None:
-    """``{"name", "num_classes", "seen", "unseen"}``: disjoint class lists that cover the classes, under the
-    protocol's split name."""
-    split = _dict(value, "class_split")
-    for key in ("name", "num_classes", "seen", "unseen"):
-        if key not in split:
-            raise _Invalid(f"class_split.{key}", "is missing")
-    if split["name"] != protocol.get("split"):
-        raise _Invalid("class_split.name", f"is {_show(split['name'])} but protocol.split is "
-                                           f"{_show(protocol.get('split'))}")
-    num = _int(split["num_classes"], "class_split.num_classes", 1)
-    classes: list[int] = []
-    for key in ("seen", "unseen"):
-        if not isinstance(split[key], list) or not split[key]:
-            raise _Invalid(f"class_split.{key}", f"is {_show(split[key])}, not a non-empty list of classes")
-        classes += [_int(c, f"class_split.{key}", 0) for c in split[key]]
-    if sorted(classes) != list(range(num)):
-        raise _Invalid("class_split", f"seen and unseen classes do not split 0..{num - 1} (overlap or gap)")
 
 
 def _check(d: Mapping[str, Any], identity: RecordIdentity | None) -> list[float] | None:

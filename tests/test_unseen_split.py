@@ -12,7 +12,8 @@ from click.testing import CliRunner
 
 from conftest import TOY_SPEC
 from fgbench.cli import main
-from fgbench.data.class_split import UnseenClassDataset, class_split, job_dataset, retrieval_splits, unseen_count
+from fgbench.data.class_split import (UnseenClassDataset, class_split, class_split_field, evaluation_dataset,
+                                     job_dataset, unseen_count)
 from fgbench.engine.device import EngineOptions
 from fgbench.engine.runner import Job, JobRunner
 from fgbench.errors import ProtocolError, RecordError
@@ -92,7 +93,9 @@ def test_view_trains_on_seen_and_retrieves_among_unseen(host) -> None:  # type: 
             split = view.class_split
             seen, unseen = set(split.seen), set(split.unseen)
             assert not seen & unseen and seen | unseen == set(range(base.num_classes))
-            train, (query, database) = view.split("train"), retrieval_splits(view)
+            scored = evaluation_dataset(view)
+            train, query, database = view.split("train"), scored.split("test"), scored.split("train")
+            assert class_split_field(scored) == class_split_field(view) == split.to_dict()
             assert view.num_classes == len(seen)
             assert set(train.labels.tolist()) == set(range(len(seen)))  # remapped 0..S-1
             assert set(query.labels.tolist()) == unseen and set(database.labels.tolist()) == unseen
@@ -106,6 +109,7 @@ def test_view_trains_on_seen_and_retrieves_among_unseen(host) -> None:  # type: 
                 assert np.array_equal(train.load_array(i), full_train.load_array(j))
                 assert order[train.labels[i]] == full_train.labels[j]
     assert job_dataset(base, "standard", 0, "tiny") is base
+    assert evaluation_dataset(base) is base and class_split_field(base) is None
 
 
 def test_method_gets_the_seen_class_count(host, tmp_path) -> None:  # type: ignore[no-untyped-def]

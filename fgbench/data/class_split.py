@@ -162,6 +162,29 @@ class UnseenClassDataset(RetrievalDataset):
         """The retrieval database: train-split images of the unseen classes."""
         return self._database
 
+    def evaluation(self) -> "UnseenRetrievalDataset":
+        """The retrieval side as a dataset: ``split("test")`` the query, ``split("train")`` the database."""
+        return UnseenRetrievalDataset(self)
+
+
+class UnseenRetrievalDataset(RetrievalDataset):
+    """What an unseen-class job is evaluated on, under the names the runner uses for a standard dataset:
+    ``split("test")`` = the query, ``split("train")`` = the database (unseen classes, full-dataset labels)."""
+
+    def __init__(self, view: UnseenClassDataset) -> None:
+        self.class_split = view.class_split
+        self.name = view.name
+        self.num_classes = view.base.num_classes  # the labels are the full dataset's
+        self.class_names = view.base.class_names
+        self._query, self._database = view.split("test"), view.database()
+
+    def split(self, which: SplitName) -> Split:
+        if which == "test":
+            return self._query
+        if which == "train":
+            return self._database
+        raise DatasetError(f"split {which!r}: use train or test")
+
 
 def job_dataset(base: RetrievalDataset, split_name: str, seed: int, dataset: str) -> RetrievalDataset:
     """``base`` (registered as ``dataset``) itself for ``standard``, else its :class:`UnseenClassDataset` for
@@ -170,11 +193,18 @@ def job_dataset(base: RetrievalDataset, split_name: str, seed: int, dataset: str
     return base if split is None else UnseenClassDataset(base, split)
 
 
-def retrieval_splits(dataset: RetrievalDataset) -> tuple[Split, Split]:
-    """(query, database): (test, train) for a standard dataset, the unseen-class query and database otherwise."""
-    if isinstance(dataset, UnseenClassDataset):
-        return dataset.split("test"), dataset.database()
-    return dataset.split("test"), dataset.split("train")
+def evaluation_dataset(dataset: RetrievalDataset) -> RetrievalDataset:
+    """What a job's codes are scored on: ``dataset`` itself (test = query, train = database), or for an
+    :class:`UnseenClassDataset` its :meth:`~UnseenClassDataset.evaluation` (the unseen classes' query and
+    database)."""
+    return dataset.evaluation() if isinstance(dataset, UnseenClassDataset) else dataset
+
+
+def class_split_field(dataset: RetrievalDataset) -> dict[str, Any] | None:
+    """``RunRecord.class_split`` for a job's dataset or evaluation dataset: None for a standard one."""
+    if isinstance(dataset, (UnseenClassDataset, UnseenRetrievalDataset)):
+        return dataset.class_split.to_dict()
+    return None
 
 
 def split_folder(split_name: str) -> str:

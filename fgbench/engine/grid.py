@@ -104,11 +104,11 @@ def run_grid(runner: JobRunner, jobs: list[Job], echo: Echo, what: str) -> list[
     todo, done, refusal = distributed.broadcast_object(decision)
     if refusal:
         raise RecordError(refusal)
-    for name in sorted({j.dataset for j in todo}):
-        runner.dataset(name)  # loaded once for all its jobs: missing or damaged is one line now, not a failure of each
     for job in todo:
         if job.protocol.split != "standard":
             runner.job_dataset(job)  # a class split the dataset cannot give: one line now, not a failure of each job
+    for name in sorted({j.dataset for j in todo}):
+        runner.dataset(name)  # loaded once for all its jobs: missing or damaged is one line now, not a failure of each
     for backbone, weights, dataset in sorted({(j.protocol.backbone, j.protocol.weights, j.dataset) for j in todo}):
         # the initial weights of every job to run, found and checked before the first one trains
         resolve_weights(backbone, weights, runner.registry.datasets.get(dataset).weights_providers)

@@ -52,7 +52,6 @@ import torch
 from fgbench._atomic import temp_files_of
 from fgbench.backbones import Backbone
 from fgbench.data.base import RetrievalDataset
-from fgbench.data.class_split import UnseenClassDataset, job_dataset, retrieval_splits, split_folder
 from fgbench import _faults as faults
 from fgbench._version import __version__
 from fgbench.engine import distributed
@@ -61,6 +60,7 @@ from fgbench.engine.divergence import divergence_reason
 from fgbench.engine.device import loader_options_for
 from fgbench.engine.encode import encode_split
 from fgbench.engine.train import NonFiniteLossError, train_model
+from fgbench.data.class_split import class_split_field, evaluation_dataset, job_dataset, split_folder
 from fgbench.methods import BuildContext, MethodSpec
 from fgbench.metrics.cost import encode_cost
 from fgbench.metrics.retrieval import evaluate_codes
@@ -286,8 +286,10 @@ class JobRunner:
                                    warn=warn if runtime.is_main else _quiet)
         if not runtime.is_main:
             return None
+        dataset = evaluation_dataset(dataset)  # an unseen-class split: test = its query, train = its database
         t0 = time.perf_counter()
-        query, database = retrieval_splits(dataset)
+        query = dataset.split("test")
+        database = dataset.split("train")
         progress = self.options.progress
         lo = loader_options_for(runtime, self.options)
         q_codes = encode_split(model, query, job.protocol, runtime, lo, progress=progress, desc="encode query",
@@ -331,13 +333,13 @@ class JobRunner:
             queries_without_relevant=evaluation.queries_without_relevant,
             num_query=len(query),
             num_database=len(database),
+            class_split=class_split_field(dataset),
             distinct_database_codes=distinct_codes(d_codes),
             per_query_ap=[round(float(v), 6) for v in evaluation.average_precision],
             pr_curve=pr_curve_field(evaluation),
             retrieval_examples=retrieval_examples_field(q_codes, d_codes, q_labels, d_labels),
             method_version=version,
             divergence=divergence_reason(train_result.epoch_losses),
-            class_split=dataset.class_split.to_dict() if isinstance(dataset, UnseenClassDataset) else None,
         )
 
     def _cost(self, job: Job, model: Any) -> dict[str, Any]:
