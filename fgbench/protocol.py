@@ -276,4 +276,3 @@ def resolve_protocol(
         proto = proto.replace(**dict(method_recipe.get(dataset, {})))
     proto = proto.replace(**dict(user_overrides or {}))
     return proto.validate()
-
