@@ -216,6 +216,7 @@ def test_leaderboard_gives_the_split_its_own_boards(runs, tmp_path) -> None:  # 
     assert "split" not in lb.render_csv(standard).splitlines()[0].split(",")
     assert lb.render_csv(unseen).splitlines()[1].startswith("tiny,fair,unseen:25,toy,")
     page = lb.render_board(unseen)
-    assert "**Unseen classes**" in page and "Retrieval examples: not drawn for unseen-class boards." in page
+    assert "class split `unseen:25` (trained on the seen classes only" in page
+    assert "Retrieval examples: not drawn for unseen-class boards." in page
     report = lb.write_leaderboards(records, tmp_path, figures=False)
     assert (tmp_path / "tiny-unseen-25.md").exists() and (tmp_path / "tiny.md").exists(), report

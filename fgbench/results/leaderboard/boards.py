@@ -65,12 +65,12 @@ class Board:
 
     dataset: str
     protocol: str
+    split: str             # the class split: "standard" or e.g. "unseen:25" (a board never mixes splits)
     bits: list[int]
     rows: list[MethodRow]
     settings: int          # number of distinct protocol settings among the records (1 = identical for all)
     setting_summary: str
     cost_input: str
-    split: str = STANDARD_SPLIT  # the class split: "standard" or e.g. "unseen:25" (boards never mix splits)
 
     @property
     def slug(self) -> str:
@@ -130,7 +130,9 @@ _SETTING_LABELS = (("backbone", "backbone {}"), ("weights", "weights `{}`"), ("i
                    ("resize_size", "resize {}"), ("augmentation", "augmentation {}"), ("optimizer", "{}"),
                    ("lr", "lr {}"), ("backbone_lr_mult", "backbone lr x{}"), ("weight_decay", "weight decay {}"),
                    ("schedule", "{} schedule"), ("epochs", "{} epochs"), ("batch_size", "batch {}"),
-                   ("selection", "model selection `{}`"))
+                   ("selection", "model selection `{}`"),
+                   ("split", "class split `{}` (trained on the seen classes only; query and database hold only the "
+                             "unseen classes; see docs/protocol.md)"))
 
 
 def _setting_summary(setting_json: str) -> str:
@@ -190,9 +192,10 @@ def build_boards(df: pd.DataFrame, paper: PaperNumbers | None = None,
         rows.sort(key=lambda r: (-round(r.score, 6), r.method))
         settings = sorted(set(group["setting"]))
         boards.append(Board(
-            dataset=str(dataset), protocol=str(protocol), bits=sorted(int(b) for b in group["bits"].unique()),
+            dataset=str(dataset), protocol=str(protocol), split=str(split),
+            bits=sorted(int(b) for b in group["bits"].unique()),
             rows=rows, settings=len(settings),
             setting_summary=_setting_summary(settings[0]) if len(settings) == 1 else "",
-            cost_input=joined(group["cost_input"]), split=str(split),
+            cost_input=joined(group["cost_input"]),
         ))
     return boards

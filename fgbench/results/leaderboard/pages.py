@@ -71,10 +71,6 @@ def _intro(board: Board) -> str:
     else:
         setting = (f"**Warning:** the records of this board were run under {board.settings} different protocol "
                    f"settings (e.g. CLI overrides on some runs); rows may not be comparable — see the setup table.")
-    if board.split != "standard":
-        setting += (f"\n\n**Unseen classes** (split `{board.split}`, [protocol](../docs/protocol.md#unseen-class-split)): "
-                    f"each method trained on the seen classes' train images only; the query is the test images and "
-                    f"the database the train images of the unseen classes. Not comparable with the standard boards.")
     return (f"mAP@all: query = test split, database = train split, relevant = same class, the whole database "
             f"ranked (ties: expected value over random order; [metrics](../docs/metrics.md)). Each cell is the "
             f"mean ± sample std over seeds (n = number of seeds); rows are ordered by mean mAP over bit lengths; "
