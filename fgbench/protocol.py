@@ -113,6 +113,8 @@ class Protocol:
     batch_size: int = 64
     bits: tuple[int, ...] = STANDARD_BITS
     seeds: tuple[int, ...] = (0,)
+    # the class split (issue 16 item 4): "standard", or "unseen:P[:seeded]" (fgbench.data.class_split)
+    split: str = "standard"
     selection: Literal["final", "val"] = "final"
     val_fraction: float = 0.1
     eval_batch_size: int = 256
@@ -154,6 +156,11 @@ class Protocol:
             if not 0 <= int(s) < 2**32:
                 raise ProtocolError(f"--seeds {s}: seeds must be between 0 and 2**32-1")
         _no_repeats("--seeds", self.seeds)
+        _validate_split(self.split)
+        if self.split != STANDARD_SPLIT and self.selection == "val":
+            raise ProtocolError(f"selection val with --split {self.split}: the validation split is carved from the "
+                                f"training classes, which an unseen-class split keeps apart from the database; "
+                                f"use selection=final")
         from fgbench.backbones import BACKBONES  # lazy: keeps this module light
 
         if self.backbone not in BACKBONES:
@@ -268,6 +275,7 @@ class Protocol:
         for k, v in d.items():
             if isinstance(v, tuple):
                 d[k] = list(v)
+        _drop_standard_split(d)
         return d
 
     @classmethod
@@ -364,6 +372,37 @@ def _no_repeats(option: str, values: tuple[int, ...]) -> None:
         if int(v) in seen:
             raise ProtocolError(f"{option} {','.join(str(x) for x in values)}: {v} is given twice")
         seen.add(int(v))
+
+
+# ---------------------------------------------------------------------------------------------- class split
+# The ``split`` field (issue 16 item 4): which classes a job trains on and retrieves among.  The split itself
+# (which classes, which images) is fgbench.data.class_split; here only its names.
+
+STANDARD_SPLIT = "standard"
+UNSEEN_PERCENTS = (5, 15, 25)
+SPLIT_NAMES = (STANDARD_SPLIT, *(f"unseen:{p}" for p in UNSEEN_PERCENTS),
+               *(f"unseen:{p}:seeded" for p in UNSEEN_PERCENTS))
+
+
+def split_parts(name: str) -> tuple[int, bool]:
+    """(percent of unseen classes, drawn from the seed?) of an ``unseen:P[:seeded]`` split name."""
+    _validate_split(name)
+    if name == STANDARD_SPLIT:
+        raise ProtocolError("split 'standard' has no unseen classes")
+    parts = name.split(":")
+    return int(parts[1]), len(parts) == 3
+
+
+def _validate_split(name: str) -> None:
+    if name not in SPLIT_NAMES:
+        raise ProtocolError(f"--split {name!r}: choose one of {', '.join(SPLIT_NAMES)} (unseen:P trains on the "
+                            f"first classes and retrieves among the last P%; :seeded draws them from the seed)")
+
+
+def _drop_standard_split(d: dict[str, Any]) -> None:
+    """Leave ``split`` out of a standard protocol's dict, so standard records stay what they were."""
+    if d.get("split") == STANDARD_SPLIT:
+        del d["split"]
 
 
 def resolve_protocol(

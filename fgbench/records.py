@@ -94,6 +94,9 @@ class RunRecord:
     retrieval_examples: list[dict[str, Any]] | None = None
     # The installed distribution and version of the method's plugin (part of the job's identity on resume).
     method_version: str = ""
+    # The seen and unseen classes of an unseen-class split run (fgbench.data.class_split.ClassSplit.to_dict:
+    # name, num_classes, seen, unseen); absent (None, not saved) for the standard split and older records.
+    class_split: dict[str, Any] | None = None
     # One line saying why training is considered diverged (non-finite or exploded loss), None when it is not;
     # the leaderboard flags such rows.
     divergence: str | None = None
@@ -120,6 +123,8 @@ class RunRecord:
             data.pop(key)
         if data["per_query_ap"] is not None:
             data["per_query_ap"] = encode_per_query_ap(data["per_query_ap"])
+        if data.get("class_split") is None:
+            data.pop("class_split", None)  # standard split: the record is what it was before the field existed
         return json.dumps(data, indent=1, sort_keys=True, default=_jsonable) + "\n"
 
     @classmethod
@@ -353,6 +358,26 @@ def _check_protocol(value: Any) -> None:
                 (_real if real else _int)(item, f"{where}[{i}]")
 
 
+def _check_class_split(value: Any, protocol: Mapping[str, Any]) -> None:
+    """``{"name", "num_classes", "seen", "unseen"}``: disjoint class lists that cover the classes, under the
+    protocol's split name."""
+    split = _dict(value, "class_split")
+    for key in ("name", "num_classes", "seen", "unseen"):
+        if key not in split:
+            raise _Invalid(f"class_split.{key}", "is missing")
+    if split["name"] != protocol.get("split"):
+        raise _Invalid("class_split.name", f"is {_show(split['name'])} but protocol.split is "
+                                           f"{_show(protocol.get('split'))}")
+    num = _int(split["num_classes"], "class_split.num_classes", 1)
+    classes: list[int] = []
+    for key in ("seen", "unseen"):
+        if not isinstance(split[key], list) or not split[key]:
+            raise _Invalid(f"class_split.{key}", f"is {_show(split[key])}, not a non-empty list of classes")
+        classes += [_int(c, f"class_split.{key}", 0) for c in split[key]]
+    if sorted(classes) != list(range(num)):
+        raise _Invalid("class_split", f"seen and unseen classes do not split 0..{num - 1} (overlap or gap)")
+
+
 def _name(value: Any, field_name: str, kind: str) -> str:
     if not is_valid_name(value):
         raise _Invalid(field_name, f"is {_show(value)}, not a valid {kind} name ({NAME_RULE}; names become folder "
@@ -474,6 +499,8 @@ def _check(d: Mapping[str, Any], identity: RecordIdentity | None) -> list[float]
     divergence = d.get("divergence")
     if divergence is not None and (not isinstance(divergence, str) or not divergence.strip()):
         raise _Invalid("divergence", f"is {_show(divergence)}, not null or a non-empty string")
+    if d.get("class_split") is not None:
+        _check_class_split(d["class_split"], d["protocol"])
     try:
         per_query = decode_per_query_ap(d.get("per_query_ap"))
     except ValueError as exc:

@@ -49,7 +49,7 @@ class GridPlan:
 
 #: protocol fields that have their own ``fgbench run`` option (a --set of the same field is refused)
 _OPTION_FIELDS = {"epochs": "--epochs", "batch_size": "--batch-size", "lr": "--lr", "backbone": "--backbone",
-                  "weights": "--backbone-weights", "bits": "--bits", "seeds": "--seeds"}
+                  "weights": "--backbone-weights", "bits": "--bits", "seeds": "--seeds", "split": "--split"}
 
 
 def plan_grid(registry: Registry, params: Mapping[str, Any]) -> GridPlan:
@@ -91,7 +91,7 @@ def plan_grid(registry: Registry, params: Mapping[str, Any]) -> GridPlan:
     notes += check_method_sets(registry, method_sets, method_names)
     overrides: dict[str, Any] = dict(protocol_sets)
     cli_values: dict[str, Any] = {"epochs": p["epochs"], "batch_size": p["batch_size"], "lr": p["lr"],
-                                  "backbone": p["backbone"]}
+                                  "backbone": p["backbone"], "split": p.get("split")}
     if p["backbone_weights"] is not None:
         weights = Path(p["backbone_weights"])
         if not weights.is_file():

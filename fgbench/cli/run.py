@@ -30,6 +30,11 @@ if TYPE_CHECKING:  # pragma: no cover
 @click.option("--seeds", default=None, help="Seeds, e.g. 0,1,2 (default: the protocol's, 0).")
 @click.option("--protocol", "protocol_name", type=click.Choice(PROTOCOL_NAMES), default="fair", show_default=True,
               help="fair: identical settings for all methods; paper: each method's published recipe.")
+@click.option("--split", default=None, metavar="SPLIT",
+              help="Class split: standard (default: every class, query = test split, database = train split), "
+                   "or unseen:P with P in 5, 15, 25 (train on the seen classes; query and database from the last "
+                   "P% of the classes, as DSH_Analysis), or unseen:P:seeded (unseen classes drawn from the seed). "
+                   "See docs/protocol.md.")
 @click.option("--epochs", type=int, default=None, help="Override the protocol's epochs.")
 @click.option("--batch-size", type=int, default=None, help="Override the protocol's batch size.")
 @click.option("--lr", type=float, default=None, help="Override the protocol's learning rate.")
@@ -70,7 +75,7 @@ if TYPE_CHECKING:  # pragma: no cover
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @one_line_errors
 def run(methods: str | None, datasets: str | None, bits: str | None, seeds: str | None, protocol_name: str,
-        epochs: int | None, batch_size: int | None, lr: float | None, backbone: str | None,
+        split: str | None, epochs: int | None, batch_size: int | None, lr: float | None, backbone: str | None,
         backbone_weights: Path | None, sets: tuple[str, ...], results: Path, data_root: Path | None, device: str,
         amp: str, channels_last: str, compile_: bool, gpu_augment: bool, workers: int, deterministic: bool,
         checkpoint_every: float, log_every: int, nproc: int, sync_bn: bool, find_unused_parameters: bool,
@@ -115,6 +120,7 @@ def run(methods: str | None, datasets: str | None, bits: str | None, seeds: str 
             check_results_dir(results)
         runner = JobRunner(reg, root, results, options, method_sets, trace_test_map=trace_test_map)
         what = (f"methods {', '.join(method_names)}; datasets {', '.join(dataset_names)}; protocol {protocol_name}"
+                + (f"; split {split}" if split not in (None, "standard") else "")
                 + (f"; {dist.world_size} processes per job" if dist.enabled else ""))
         failures = run_grid(runner, jobs, echo, what)
         if dist.is_main:

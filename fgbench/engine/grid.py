@@ -109,6 +109,9 @@ def run_grid(runner: JobRunner, jobs: list[Job], echo: Echo, what: str) -> list[
     todo, done, refusal = distributed.broadcast_object(decision)
     if refusal:
         raise RecordError(refusal)
+    for job in todo:
+        if job.protocol.split != "standard":
+            runner.job_dataset(job)  # a class split the dataset cannot give: one line now, not a failure of each job
     for name in sorted({j.dataset for j in todo}):
         runner.dataset(name)  # loaded once for all its jobs: missing or damaged is one line now, not a failure of each
     for backbone, weights, version, dataset in sorted({(j.protocol.backbone, j.protocol.weights,
@@ -149,7 +152,8 @@ def run_grid(runner: JobRunner, jobs: list[Job], echo: Echo, what: str) -> list[
                     echo(f"[{i}/{len(todo)}] {job.label}: mAP {record.metrics.get('map', float('nan')):.4f} "
                          f"(train {record.train_seconds:.1f}s, eval {record.eval_seconds:.2f}s)")
                     for warning in (divergence_warning(job.label, record),
-                                    collapse_warning(record, runner.dataset(job.dataset).num_classes)):
+                                    collapse_warning(record, len(record.class_split["unseen"]) if record.class_split
+                                                     else runner.dataset(job.dataset).num_classes)):
                         if warning:
                             warn(warning)
         except BaseException:

@@ -1,7 +1,8 @@
 """Expanding the job grid and running one job end to end.
 
 A job is (method, dataset, bits, seed) under one protocol.  Its record lives
-at ``<results>/<protocol>/<dataset>/<method>/bits<B>-seed<S>.json``; a job
+at ``<results>/<protocol>/<dataset>/<method>/bits<B>-seed<S>.json`` (below
+``<results>/unseen-P/`` for an unseen-class split, :mod:`fgbench.data.class_split`); a job
 whose record exists *with the same identity* is skipped (resume), an
 interrupted job resumes from its last epoch checkpoint, and a lock file keeps
 two processes from running the same job at once.
@@ -71,6 +72,7 @@ from fgbench.engine.divergence import divergence_reason
 from fgbench.engine.device import loader_options_for
 from fgbench.engine.encode import encode_split
 from fgbench.engine.train import NonFiniteLossError, train_model
+from fgbench.data.class_split import class_split_field, evaluation_dataset, job_dataset, split_folder
 from fgbench.methods import BuildContext, MethodSpec
 from fgbench.metrics.cost import encode_cost
 from fgbench.metrics.retrieval import evaluate_codes
@@ -109,7 +111,9 @@ class Job:
         return f"{self.method}/{self.dataset}/{self.bits}b/seed{self.seed}"
 
     def path(self, results_dir: Path) -> Path:
-        return record_path(results_dir, self.protocol.name, self.dataset, self.method, self.bits, self.seed)
+        # an unseen-class split files its records below <results>/<split>/ (e.g. unseen-25/), never over standard ones
+        return record_path(Path(results_dir) / split_folder(self.protocol.split), self.protocol.name, self.dataset,
+                           self.method, self.bits, self.seed)
 
 
 def code_version() -> str:
@@ -157,6 +161,10 @@ class JobRunner:
         if name not in self._datasets:
             self._datasets[name] = self.registry.datasets.get(name).load(self.data_root)
         return self._datasets[name]
+
+    def job_dataset(self, job: Job) -> RetrievalDataset:
+        """What ``job`` trains and retrieves on: its dataset, or the seen/unseen view of its class split."""
+        return job_dataset(self.dataset(job.dataset), job.protocol.split, job.seed, job.dataset)
 
     def config(self, method: str) -> Any:
         """The config dataclass of ``method`` with this run's ``--set`` overrides."""
@@ -289,10 +297,11 @@ class JobRunner:
     def _run_locked(self, job: Job, path: Path, warn: Callable[[str], None] = _stderr) -> RunRecord | None:
         """Train, encode, evaluate, profile: the record (None on ranks other than 0)."""
         runtime = resolve_runtime(self.options)
-        dataset = self.dataset(job.dataset)
+        dataset = self.job_dataset(job)  # an unseen-class split: the seen classes, relabelled 0..S-1
+        scored = evaluation_dataset(dataset)  # an unseen-class split: test = its query, train = its database
         train_split, train_source = input_split(dataset, "train", job.protocol, train=True)
-        query, query_source = input_split(dataset, "test", job.protocol, train=False)
-        database, database_source = input_split(dataset, "train", job.protocol, train=False)
+        query, query_source = input_split(scored, "test", job.protocol, train=False)
+        database, database_source = input_split(scored, "train", job.protocol, train=False)
         val = None
         if job.protocol.selection == "val":  # the same images leave training and the database (valsplit)
             train_split, _ = carve_validation(train_split, job.protocol.val_fraction, job.dataset, job.seed)
@@ -365,6 +374,7 @@ class JobRunner:
             queries_without_relevant=evaluation.queries_without_relevant,
             num_query=len(query),
             num_database=len(database),
+            class_split=class_split_field(dataset),
             distinct_database_codes=distinct_codes(d_codes),
             per_query_ap=[round(float(v), 6) for v in evaluation.average_precision],
             pr_curve=pr_curve_field(evaluation),
@@ -541,6 +551,8 @@ def identity_mismatch(job: Job, record: RunRecord, config: Any, version: str, li
                 differ(f"{job.method}.{key}", recorded_config[key], value)
         elif key in config_defaults and _plain(config_defaults[key]) != value:
             differ(f"{job.method}.{key}", "(absent)", value)
+    if "split" not in now["protocol"] and recorded_protocol.get("split", "standard") != "standard":
+        differ("split", recorded_protocol["split"], "standard")  # a standard protocol's dict leaves split out
     recorded_version = record.method_version
     if not recorded_version and re.fullmatch(r"\S+ \S+", record.method_source or ""):
         recorded_version = record.method_source  # "<distribution> <version>" of an entry-point plugin

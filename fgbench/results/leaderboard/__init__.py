@@ -5,7 +5,8 @@ pandas frame) -> :mod:`.boards` (frame -> boards) -> :mod:`.tables` (a board's
 markdown tables) -> :mod:`.pages` (whole pages) -> :mod:`.write` (files below
 the output folder).  What a board holds:
 
-One *board* per (dataset, protocol), a row per method:
+One *board* per (dataset, protocol), a row per method (and one per unseen-class split, ``protocol.split``, kept
+apart from the standard boards and averaged only among themselves in the summary):
 
 * measured mAP@all per bit length as ``mean ± std (n=...)`` over seeds
   (sample std, ddof = 1), params (M) and FLOPs (G) of the encode path at

@@ -1,4 +1,6 @@
-"""Boards: one per (dataset, protocol), a :class:`MethodRow` per method with its cells (mean ± std over seeds)."""
+"""Boards: one per (dataset, protocol, class split), a :class:`MethodRow` per method with its cells (mean ± std over
+seeds).  An unseen-class split (issue 16 item 4, ``protocol.split`` such as ``unseen:25``) gets boards of its own,
+titled with the split, without paper columns (papers report the standard split)."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
-from fgbench.results.leaderboard.frame import PaperNumbers
+from fgbench.results.leaderboard.frame import STANDARD_SPLIT, PaperNumbers
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,7 @@ class Board:
 
     dataset: str
     protocol: str
+    split: str             # the class split: "standard" or e.g. "unseen:25" (a board never mixes splits)
     bits: list[int]
     rows: list[MethodRow]
     settings: int          # number of distinct protocol settings among the records (1 = identical for all)
@@ -75,11 +78,18 @@ class Board:
 
     @property
     def slug(self) -> str:
-        return self.dataset if self.protocol == "fair" else f"{self.dataset}-{self.protocol}"
+        base = self.dataset if self.protocol == "fair" else f"{self.dataset}-{self.protocol}"
+        return base if self.split == STANDARD_SPLIT else f"{base}-{self.split.replace(':', '-')}"
 
     @property
     def title(self) -> str:
-        return f"{self.dataset} — protocol `{self.protocol}`"
+        title = f"{self.dataset} — protocol `{self.protocol}`"
+        return title if self.split == STANDARD_SPLIT else f"{title} — unseen classes, split `{self.split}`"
+
+    @property
+    def group(self) -> str:
+        """The protocol, and the class split when it is not standard: what the summary averages within."""
+        return self.protocol if self.split == STANDARD_SPLIT else f"{self.protocol}` / split `{self.split}"
 
     def row(self, method: str) -> MethodRow:
         return next(r for r in self.rows if r.method == method)
@@ -131,7 +141,9 @@ _SETTING_LABELS = (("backbone", "backbone {}"), ("weights", "weights `{}`"), ("i
                    ("rotation", "rotation {}°"), ("color_jitter", "jitter {}"), ("optimizer", "{}"),
                    ("lr", "lr {}"), ("backbone_lr_mult", "backbone lr x{}"), ("weight_decay", "weight decay {}"),
                    ("schedule", "{} schedule"), ("epochs", "{} epochs"), ("batch_size", "batch {}"),
-                   ("selection", "model selection `{}`"))
+                   ("selection", "model selection `{}`"),
+                   ("split", "class split `{}` (trained on the seen classes only; query and database hold only the "
+                             "unseen classes; see docs/protocol.md)"))
 
 
 def _setting_summary(setting_json: str) -> str:
@@ -199,12 +211,14 @@ def build_boards(df: pd.DataFrame, paper: PaperNumbers | None = None,
     installed gets no paper columns (they come from its plugin).
     """
     boards = []
-    for (dataset, protocol), group in df.groupby(["dataset", "protocol"], sort=True):
-        rows = [_method_row(str(m), mg, str(dataset), paper, installed) for m, mg in group.groupby("method", sort=True)]
+    for (dataset, protocol, split), group in df.groupby(["dataset", "protocol", "split"], sort=True):
+        numbers = paper if split == STANDARD_SPLIT else None  # papers' numbers are for the standard split
+        rows = [_method_row(str(m), mg, str(dataset), numbers, installed) for m, mg in group.groupby("method", sort=True)]
         rows.sort(key=lambda r: (-round(r.score, 6), r.method))
         settings = sorted(set(group["setting"]))
         boards.append(Board(
-            dataset=str(dataset), protocol=str(protocol), bits=sorted(int(b) for b in group["bits"].unique()),
+            dataset=str(dataset), protocol=str(protocol), split=str(split),
+            bits=sorted(int(b) for b in group["bits"].unique()),
             rows=rows, settings=len(settings),
             setting_summary=_setting_summary(settings[0]) if len(settings) == 1 else "",
             cost_input=joined(group["cost_input"]),

@@ -12,6 +12,8 @@ from fgbench.records import RunRecord
 
 # protocol fields that are not part of "the setting" (they enumerate the grid)
 _GRID_FIELDS = ("name", "bits", "seeds")
+#: the class split of a record whose protocol has none (every record before issue 16, every standard run)
+STANDARD_SPLIT = "standard"
 
 PaperNumbers = Mapping[str, Mapping[str, Mapping[int, tuple[float, str]]]]
 """method -> dataset -> bits -> (paper-reported mAP, source)."""
@@ -25,6 +27,7 @@ def records_frame(records: Iterable[RunRecord]) -> pd.DataFrame:
         rows.append({
             "dataset": r.dataset,
             "protocol": proto.get("name", "fair"),
+            "split": str(proto.get("split", STANDARD_SPLIT)),
             "method": r.method,
             "bits": int(r.bits),
             "seed": int(r.seed),
@@ -47,11 +50,11 @@ def records_frame(records: Iterable[RunRecord]) -> pd.DataFrame:
             "divergence": _one_line(r.divergence) if r.divergence else "",
             "test_inflation": test_inflation(r),
         })
-    columns = ["dataset", "protocol", "method", "bits", "seed", "map", "params_m", "flops_g", "cost_input", "backbone",
+    columns = ["dataset", "protocol", "split", "method", "bits", "seed", "map", "params_m", "flops_g", "cost_input", "backbone",
                "input_size", "epochs", "weights", "imagenet", "device", "version", "train_seconds", "setting",
                "per_query_ap", "pr_curve", "retrieval_examples", "divergence", "test_inflation"]
     df = pd.DataFrame(rows, columns=columns)
-    return df.sort_values(["dataset", "protocol", "method", "bits", "seed"], kind="stable").reset_index(drop=True)
+    return df.sort_values(["dataset", "protocol", "split", "method", "bits", "seed"], kind="stable").reset_index(drop=True)
 
 
 def test_inflation(record: RunRecord) -> float:

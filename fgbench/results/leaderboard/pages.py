@@ -23,7 +23,7 @@ def figure_stems(board: Board) -> dict[str, str]:
     stems = {"map-vs-bits": f"{board.slug}-map-vs-bits", "map-vs-flops": f"{board.slug}-map-vs-flops"}
     if board.has_pr:
         stems["pr"] = f"{board.slug}-pr"
-    if board.example_method:
+    if board.example_method and board.split == "standard":  # a panel shows the standard query and database
         stems["retrieval"] = f"{board.slug}-retrieval"
     return stems
 
@@ -46,7 +46,9 @@ def figures_section(board: Board, prefix: str = f"{FIGURES_DIR}/") -> str:
     else:
         out.append("Precision–recall curves: no record of this board holds `pr_curve`.\n")
     m = board.example_method
-    if m is not None:
+    if board.split != "standard":
+        out.append("Retrieval examples: not drawn for unseen-class boards.\n")
+    elif m is not None:
         bits, seed, _ = board.row(m).examples  # type: ignore[misc]
         out += [f"### Retrieval examples: {m}, {bits} bits, seed {seed}\n",
                 ("Evenly spaced queries (left, grey) and their top-10 database images by Hamming distance, ties "
@@ -146,7 +148,10 @@ def render_csv(board: Board) -> str:
     """One row per method with every number of the board (machine-readable, no markup)."""
     rows = []
     for r in board.rows:
-        row: dict[str, Any] = {"dataset": board.dataset, "protocol": board.protocol, "method": r.method}
+        row: dict[str, Any] = {"dataset": board.dataset, "protocol": board.protocol}
+        if board.split != "standard":  # the column exists only on unseen-class boards (byte-stable otherwise)
+            row["split"] = board.split
+        row["method"] = r.method
         for b in board.bits:
             cell = r.cells.get(b)
             reported = r.paper.get(b, (math.nan, ""))[0]
@@ -183,14 +188,14 @@ def summary_tables(boards: Sequence[Board], link_prefix: str) -> str:
                          for bits in b.bits)
         seeds = joined(s for r in b.rows for s in r.seeds.split(", "))
         mark = f" {DIVERGED_MARK}" if b.has_divergence else ""
-        index_rows.append([f"[{b.dataset}]({link_prefix}{b.slug}.md){mark}", f"`{b.protocol}`", str(len(b.rows)),
+        index_rows.append([f"[{b.dataset}]({link_prefix}{b.slug}.md){mark}", f"`{b.group}`", str(len(b.rows)),
                            ", ".join(map(str, b.bits)), seeds, best])
     out = ["## Boards\n", md_table(["dataset", "protocol", "methods", "bits", "seeds", "best mAP per bit length"],
                                    index_rows, [False, False, True, False, False, False])]
     if any(b.has_divergence for b in boards):
         out.append(f"{DIVERGED_MARK} the board holds runs whose training diverged (see the note under its table).\n")
-    for protocol in sorted({b.protocol for b in boards}):
-        pboards = [b for b in boards if b.protocol == protocol]
+    for protocol in sorted({b.group for b in boards}):  # an unseen-class split is averaged on its own
+        pboards = [b for b in boards if b.group == protocol]
         methods = sorted({r.method for b in pboards for r in b.rows})
         avg: dict[str, dict[str, float]] = {}
         ranks: dict[str, list[int]] = {m: [] for m in methods}

@@ -39,7 +39,8 @@ def write_figures(board: Board, fig_dir: Path, datasets: DatasetLoader | None, r
     from fgbench.results import figures
 
     stems = figure_stems(board)
-    title = f"{board.dataset} ({board.protocol})"
+    title = f"{board.dataset} ({board.protocol})" if board.split == "standard" else \
+        f"{board.dataset} ({board.protocol}, unseen classes {board.split})"
     series = {r.method: [(b, c.mean, c.std, c.n) for b, c in sorted(r.cells.items())] for r in board.rows}
     report.written += figures.save(figures.map_vs_bits(title, series, style), fig_dir / stems["map-vs-bits"])
     points = {b: {r.method: (r.cost[b][1], r.cells[b].mean, r.cells[b].std, r.cells[b].n)
@@ -51,7 +52,7 @@ def write_figures(board: Board, fig_dir: Path, datasets: DatasetLoader | None, r
         curves = {b: c for b, c in curves.items() if c}
         report.written += figures.save(figures.pr_curves(title, curves, style), fig_dir / stems["pr"])
     m = board.example_method
-    if m is None:
+    if m is None or board.split != "standard":  # no panel for unseen-class boards (see figure_stems)
         return
     try:
         if datasets is None:
