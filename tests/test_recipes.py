@@ -18,7 +18,7 @@ from fgbench.engine.grid import expand_jobs
 from fgbench.protocol import Protocol
 
 REAL = ("cub", "aircraft", "food101", "nabirds", "vegfru")
-BUNDLED = ("cmbh", "cnet", "dpsh", "exchnet", "multifusnet")
+BUNDLED = ("cmbh", "cnet", "dpsh", "exchnet", "multifusnet", "fish", "semicon", "a2net", "hashnet", "adsh", "csq")
 
 
 def _registry():  # type: ignore[no-untyped-def]

@@ -233,6 +233,24 @@ SPEC = MethodSpec(
                     "momentum": 0.9, "weight_decay": 1e-4, "schedule": "step", "milestones": (35,), "epochs": 40,
                     "batch_size": 16},
     },
+    paper_recipe_sources={
+        "backbone": "A2-Net / CMBH Table 2 (ResNet-50)",
+        "backbone_lr_mult": "re-implementation aassxun/DSH_Analysis A_2_Net.py and its CUB log (the A2-Net paper's schedule could not be read here)",
+        "batch_size": "re-implementation aassxun/DSH_Analysis A_2_Net.py and its CUB log (the A2-Net paper's schedule could not be read here)",
+        "epochs": "re-implementation A_2_Net.py (40 outer iterations; here 40 epochs over the whole training set)",
+        "flip_p": "re-implementation aassxun/DSH_Analysis A_2_Net.py and its CUB log (the A2-Net paper's schedule could not be read here)",
+        "imagenet_weights": "torchvision pretrained=True of the re-implementation = V1",
+        "input_size": "re-implementation aassxun/DSH_Analysis A_2_Net.py and its CUB log (the A2-Net paper's schedule could not be read here)",
+        "lr": "re-implementation aassxun/DSH_Analysis A_2_Net.py and its CUB log (the A2-Net paper's schedule could not be read here)",
+        "milestones": "re-implementation aassxun/DSH_Analysis A_2_Net.py and its CUB log (the A2-Net paper's schedule could not be read here)",
+        "momentum": "re-implementation aassxun/DSH_Analysis A_2_Net.py and its CUB log (the A2-Net paper's schedule could not be read here)",
+        "optimizer": "re-implementation aassxun/DSH_Analysis A_2_Net.py and its CUB log (the A2-Net paper's schedule could not be read here)",
+        "resize_size": "re-implementation aassxun/DSH_Analysis A_2_Net.py and its CUB log (the A2-Net paper's schedule could not be read here)",
+        "schedule": "re-implementation aassxun/DSH_Analysis A_2_Net.py and its CUB log (the A2-Net paper's schedule could not be read here)",
+        "train_crop": "re-implementation aassxun/DSH_Analysis A_2_Net.py and its CUB log (the A2-Net paper's schedule could not be read here)",
+        "weight_decay": "re-implementation aassxun/DSH_Analysis A_2_Net.py and its CUB log (the A2-Net paper's schedule could not be read here)",
+        "weights": "A2-Net (ImageNet-pretrained ResNet-50)",
+    },
 )
 
 

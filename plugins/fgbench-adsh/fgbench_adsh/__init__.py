@@ -163,6 +163,17 @@ SPEC = MethodSpec(
         "default": {"optimizer": "sgd", "momentum": 0.0, "weight_decay": 5e-4, "lr": 1e-3, "backbone_lr_mult": 1.0,
                     "schedule": "step", "milestones": (30, 60, 90, 120), "epochs": 150, "batch_size": 64},
     },
+    paper_recipe_sources={
+        "backbone_lr_mult": "authors' PyTorch code jiangqy/ADSH-AAAI2018 ADSH_pytorch/ADSH_CIFAR_10.py (SGD lr 1e-3, weight decay 5e-4, batch 64, 50 x 3 epochs, lr / 10 after outer iterations 10-40)",
+        "batch_size": "authors' PyTorch code jiangqy/ADSH-AAAI2018 ADSH_pytorch/ADSH_CIFAR_10.py (SGD lr 1e-3, weight decay 5e-4, batch 64, 50 x 3 epochs, lr / 10 after outer iterations 10-40)",
+        "epochs": "authors' PyTorch code jiangqy/ADSH-AAAI2018 ADSH_pytorch/ADSH_CIFAR_10.py (SGD lr 1e-3, weight decay 5e-4, batch 64, 50 x 3 epochs, lr / 10 after outer iterations 10-40)",
+        "lr": "authors' PyTorch code jiangqy/ADSH-AAAI2018 ADSH_pytorch/ADSH_CIFAR_10.py (SGD lr 1e-3, weight decay 5e-4, batch 64, 50 x 3 epochs, lr / 10 after outer iterations 10-40)",
+        "milestones": "authors' PyTorch code jiangqy/ADSH-AAAI2018 ADSH_pytorch/ADSH_CIFAR_10.py (SGD lr 1e-3, weight decay 5e-4, batch 64, 50 x 3 epochs, lr / 10 after outer iterations 10-40)",
+        "momentum": "authors' PyTorch code jiangqy/ADSH-AAAI2018 ADSH_pytorch/ADSH_CIFAR_10.py (SGD lr 1e-3, weight decay 5e-4, batch 64, 50 x 3 epochs, lr / 10 after outer iterations 10-40)",
+        "optimizer": "authors' PyTorch code jiangqy/ADSH-AAAI2018 ADSH_pytorch/ADSH_CIFAR_10.py (SGD lr 1e-3, weight decay 5e-4, batch 64, 50 x 3 epochs, lr / 10 after outer iterations 10-40)",
+        "schedule": "authors' PyTorch code jiangqy/ADSH-AAAI2018 ADSH_pytorch/ADSH_CIFAR_10.py (SGD lr 1e-3, weight decay 5e-4, batch 64, 50 x 3 epochs, lr / 10 after outer iterations 10-40)",
+        "weight_decay": "authors' PyTorch code jiangqy/ADSH-AAAI2018 ADSH_pytorch/ADSH_CIFAR_10.py (SGD lr 1e-3, weight decay 5e-4, batch 64, 50 x 3 epochs, lr / 10 after outer iterations 10-40)",
+    },
 )
 
 

@@ -132,6 +132,15 @@ SPEC = MethodSpec(
         "default": {"optimizer": "adam", "lr": 1e-3, "backbone_lr_mult": 0.01, "weight_decay": 0.0,
                     "schedule": "constant", "epochs": 90, "batch_size": 64},
     },
+    paper_recipe_sources={
+        "backbone_lr_mult": "authors' code yuanli2333/Hadamard-Matrix-for-hashing train.py / options.py (Adam lr 1e-3, backbone 0.01x, batch 64, 90 epochs)",
+        "batch_size": "authors' code yuanli2333/Hadamard-Matrix-for-hashing train.py / options.py (Adam lr 1e-3, backbone 0.01x, batch 64, 90 epochs)",
+        "epochs": "authors' code yuanli2333/Hadamard-Matrix-for-hashing train.py / options.py (Adam lr 1e-3, backbone 0.01x, batch 64, 90 epochs)",
+        "lr": "authors' code yuanli2333/Hadamard-Matrix-for-hashing train.py / options.py (Adam lr 1e-3, backbone 0.01x, batch 64, 90 epochs)",
+        "optimizer": "authors' code yuanli2333/Hadamard-Matrix-for-hashing train.py / options.py (Adam lr 1e-3, backbone 0.01x, batch 64, 90 epochs)",
+        "schedule": "authors' code multiplies the lr by 0.7 every 10 epochs, which fgbench's schedule cannot say: constant (README)",
+        "weight_decay": "authors' code train.py (Adam without weight decay)",
+    },
 )
 
 

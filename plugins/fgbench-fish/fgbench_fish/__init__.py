@@ -218,6 +218,24 @@ SPEC = MethodSpec(
                     "momentum": 0.9, "weight_decay": 0.0, "schedule": "step", "milestones": (5, 15, 35),
                     "epochs": 40, "batch_size": 16},
     },
+    paper_recipe_sources={
+        "backbone": "CMBH Table 5 / FISH (ResNet-50 and ResNet-18 rows)",
+        "backbone_lr_mult": "re-implementation aassxun/DSH_Analysis fish.py and its CUB/Aircraft logs (the FISH paper's schedule could not be read here)",
+        "batch_size": "re-implementation aassxun/DSH_Analysis fish.py and its CUB/Aircraft logs (the FISH paper's schedule could not be read here)",
+        "epochs": "re-implementation aassxun/DSH_Analysis fish.py and its CUB/Aircraft logs (the FISH paper's schedule could not be read here)",
+        "flip_p": "the usual random flip of fine-grained hashing (not verified in the FISH paper; README)",
+        "imagenet_weights": "torchvision pretrained=True of the re-implementation = V1",
+        "input_size": "the usual 224 crop of fine-grained hashing (not verified in the FISH paper; README)",
+        "lr": "re-implementation aassxun/DSH_Analysis fish.py and its CUB/Aircraft logs (the FISH paper's schedule could not be read here)",
+        "milestones": "re-implementation aassxun/DSH_Analysis fish.py and its CUB/Aircraft logs (the FISH paper's schedule could not be read here)",
+        "momentum": "re-implementation aassxun/DSH_Analysis fish.py and its CUB/Aircraft logs (the FISH paper's schedule could not be read here)",
+        "optimizer": "re-implementation aassxun/DSH_Analysis fish.py and its CUB/Aircraft logs (the FISH paper's schedule could not be read here)",
+        "resize_size": "the usual 256 resize of fine-grained hashing (not verified in the FISH paper; README)",
+        "schedule": "re-implementation aassxun/DSH_Analysis fish.py and its CUB/Aircraft logs (the FISH paper's schedule could not be read here)",
+        "train_crop": "the usual random crop of fine-grained hashing (not verified in the FISH paper; README)",
+        "weight_decay": "re-implementation aassxun/DSH_Analysis fish.py and its CUB/Aircraft logs (the FISH paper's schedule could not be read here)",
+        "weights": "FISH (ImageNet-pretrained backbone)",
+    },
 )
 
 

@@ -154,6 +154,16 @@ SPEC = MethodSpec(
         "nabirds": {"epochs": 30},
         "vegfru": {"epochs": 25},
     },
+    paper_recipe_sources={
+        "backbone_lr_mult": "authors' PyTorch code thuml/HashNet pytorch/src/train.py and README (lr 3e-4 base, hash layer 10x, SGD momentum 0.9, weight decay 5e-4, 36 + 36 images)",
+        "batch_size": "authors' PyTorch code thuml/HashNet pytorch/src/train.py and README (lr 3e-4 base, hash layer 10x, SGD momentum 0.9, weight decay 5e-4, 36 + 36 images)",
+        "epochs": "authors' code (10,000 iterations of 72 images over the dataset's training split)",
+        "lr": "authors' PyTorch code thuml/HashNet pytorch/src/train.py and README (lr 3e-4 base, hash layer 10x, SGD momentum 0.9, weight decay 5e-4, 36 + 36 images)",
+        "momentum": "authors' PyTorch code thuml/HashNet pytorch/src/train.py and README (lr 3e-4 base, hash layer 10x, SGD momentum 0.9, weight decay 5e-4, 36 + 36 images)",
+        "optimizer": "authors' PyTorch code thuml/HashNet pytorch/src/train.py and README (lr 3e-4 base, hash layer 10x, SGD momentum 0.9, weight decay 5e-4, 36 + 36 images)",
+        "schedule": "authors' code halves the lr every 2,000 iterations, which fgbench's schedule cannot say: constant (README)",
+        "weight_decay": "authors' PyTorch code thuml/HashNet pytorch/src/train.py and README (lr 3e-4 base, hash layer 10x, SGD momentum 0.9, weight decay 5e-4, 36 + 36 images)",
+    },
 )
 
 

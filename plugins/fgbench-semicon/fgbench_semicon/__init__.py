@@ -307,6 +307,24 @@ SPEC = MethodSpec(
                     "batch_size": 16},
         "vegfru": {"lr": 5e-4, "epochs": 50, "schedule": "step", "milestones": (45,)},
     },
+    paper_recipe_sources={
+        "backbone": "SEMICON / CMBH Table 5 (ResNet-50)",
+        "backbone_lr_mult": "authors' README (CUB, Aircraft; VegFru: lr 5e-4, 50 iterations, lr step 45)",
+        "batch_size": "authors' README (CUB, Aircraft; VegFru: lr 5e-4, 50 iterations, lr step 45)",
+        "epochs": "authors' README (40 outer iterations; here 40 epochs over the whole training set, README)",
+        "flip_p": "authors' README (random flip)",
+        "imagenet_weights": "torchvision pretrained=True of the authors' code = V1",
+        "input_size": "authors' README (CUB, Aircraft; VegFru: lr 5e-4, 50 iterations, lr step 45)",
+        "lr": "authors' README (CUB, Aircraft; VegFru: lr 5e-4, 50 iterations, lr step 45)",
+        "milestones": "authors' README (CUB, Aircraft; VegFru: lr 5e-4, 50 iterations, lr step 45)",
+        "momentum": "authors' README (CUB, Aircraft; VegFru: lr 5e-4, 50 iterations, lr step 45)",
+        "optimizer": "authors' README (CUB, Aircraft; VegFru: lr 5e-4, 50 iterations, lr step 45)",
+        "resize_size": "authors' README (CUB, Aircraft; VegFru: lr 5e-4, 50 iterations, lr step 45)",
+        "schedule": "authors' README (CUB, Aircraft; VegFru: lr 5e-4, 50 iterations, lr step 45)",
+        "train_crop": "authors' README (224 crop of a 256 resize; random crop)",
+        "weight_decay": "authors' README (CUB, Aircraft; VegFru: lr 5e-4, 50 iterations, lr step 45)",
+        "weights": "SEMICON (ImageNet-pretrained ResNet-50)",
+    },
 )
 
 
