@@ -67,4 +67,5 @@ def test_two_processes_match_one(plugin_dir: Path, tmp_path: Path) -> None:  # n
     dpsh = json.loads(next((two / "results").rglob("crashy/*.json")).read_text())
     assert 0.0 <= dpsh["metrics"]["map"] <= 1.0 and dpsh["engine"]["world_size"] == 2
     files = sorted(p.name for p in (two / "results").rglob("*") if p.is_file())
-    assert files == ["bits8-seed0.json", "bits8-seed0.json"]  # one record per job, no locks or checkpoints left
+    # one record and its codes sidecar per job, no locks or checkpoints left
+    assert files == ["bits8-seed0.codes.npz", "bits8-seed0.codes.npz", "bits8-seed0.json", "bits8-seed0.json"]

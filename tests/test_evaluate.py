@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from fgbench.errors import MetricInputError
 from click.testing import CliRunner
 
 from fgbench.cli import main
@@ -168,8 +170,10 @@ def test_evaluate_gives_what_the_engine_gives_on_the_stored_codes(topk: int | No
             assert row["value"] == mean_average_precision(q, d, ql, dl, ties=row["ties"], topk=row["topk"])
         elif row["value"] is not None:
             assert row["value"] == ev.precision_at(10)
-        else:  # an evaluation without precision@k (the engine's lighter index/deephash ones): said so
-            assert not hasattr(ev, "precision_at") and row["note"]
+        else:  # the engine's lighter index/deephash evaluations refuse precision@k: said so
+            assert row["ties"] != "average" and row["note"]
+            with pytest.raises(MetricInputError):
+                ev.precision_at(10)
     assert {p: p.read_bytes() for p in paths} == before  # re-scoring never rewrites a record
 
 

@@ -50,7 +50,7 @@ def cost_rows(backbone: str) -> list[dict[str, Any]]:
     from fgbench.engine.profile import profile_methods
 
     registry = get_host().registry
-    names = sorted(registry.methods)
+    names = registry.methods.names()
     measured = {row["method"]: row for row in profile_methods(registry, names, [BITS], backbone, INPUT_SIZE,
                                                                NUM_CLASSES)}
     rows = []

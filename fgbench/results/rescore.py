@@ -23,6 +23,7 @@ from typing import Iterable, Sequence
 
 from fgbench.metrics.base import MetricSpec
 from fgbench.metrics.retrieval import TIE_CONVENTIONS, evaluate_codes
+from fgbench.errors import MetricInputError
 from fgbench.records import StoredCodes
 
 __all__ = ["AVERAGE", "Convention", "Score", "missing_metrics", "peer_conventions", "rescore"]
@@ -86,7 +87,7 @@ def rescore(codes: StoredCodes, metrics: Sequence[MetricSpec],
             try:
                 value: float | None = float(spec.compute(evaluation))
                 note = ""
-            except (AttributeError, NotImplementedError):
+            except (AttributeError, NotImplementedError, MetricInputError):  # refused outside ties=average
                 value, note = None, f"not available under ties={conv.label} (the evaluation carries mAP only)"
             scores.append(Score(spec.name, conv, value, note))
     return scores

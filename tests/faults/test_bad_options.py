@@ -59,7 +59,7 @@ BAD_RUN_OPTIONS = [
     ("lr-inf", ["--lr", "inf"]),
     ("backbone-weights-missing", ["--backbone-weights", "no-such-file.pt"]),
     ("set-name", ["--set", "name=paper"]),
-    ("set-selection-val", ["--set", "selection=val"]),
+    ("set-selection-val-unseen-split", ["--split", "unseen:25", "--set", "selection=val"]),
     ("set-selection-bogus", ["--set", "selection=best"]),
     ("set-eval-batch-size-zero", ["--set", "eval_batch_size=0"]),
     ("set-input-size-zero", ["--set", "input_size=0"]),
@@ -154,7 +154,6 @@ def test_bad_run_option_is_refused_before_anything_runs(two_methods, tmp_path, e
 
 @pytest.mark.parametrize("setting, words", [
     ("name=paper", "--protocol"),
-    ("selection=val", "not implemented yet"),
 ])
 def test_settings_the_record_would_misstate_say_why(two_methods, tmp_path, setting, words) -> None:  # type: ignore[no-untyped-def]
     line = _assert_one_line_error(_invoke(_args(["--results", str(tmp_path), "--set", setting])))
@@ -218,13 +217,13 @@ def test_bad_profile_option_is_refused(two_methods, args) -> None:  # type: igno
     ([], ["--set", "other.nosuch=1"]),
     ([], ["--methods", ","]),
     ([], ["--seeds", "-1"]),
-    ([], ["--set", "selection=val"]),
+    ([], ["--split", "unseen:25", "--set", "selection=val"]),
     ([], ["--workers", "-5"]),
     (["--shards", "0"], []),
     (["--gpus", "-1"], []),
     (["--timeout-min", "0"], []),
     (["--mem-gb", "-2"], []),
-], ids=["run-set-unselected-method-key", "run-methods-comma", "run-seeds-negative", "run-selection-val",
+], ids=["run-set-unselected-method-key", "run-methods-comma", "run-seeds-negative", "run-selection-val-unseen-split",
         "run-workers-negative", "shards-zero", "gpus-negative", "timeout-zero", "mem-negative"])
 def test_submit_refuses_what_run_refuses(two_methods, tmp_path, submit_args, run_args) -> None:  # type: ignore[no-untyped-def]
     folder, results = tmp_path / "submitit", tmp_path / "results"

@@ -207,6 +207,7 @@ SPEC = MethodSpec(
             params_m={"resnet50@12": 41.1342, "resnet50@24": 41.1797, "resnet50@32": 41.2100,
                       "resnet50@48": 41.2706},
             flops_g={"resnet50@12": 9.3546, "resnet50@24": 9.3546, "resnet50@32": 9.3547, "resnet50@48": 9.3547},
+            cost_note="fgbench counts conv and matmul MACs only; the paper's counter also adds element-wise operations (BN, ReLU, pooling)",
         ),
     ),
     # Sec. 4.3: SGD momentum 0.9, weight decay 3e-4, 150 epochs ("iterations"); per-dataset lr / batch size.

@@ -205,6 +205,7 @@ SPEC = MethodSpec(
                       "resnet18@48": 11.2887},
             flops_g={"resnet50@12": 4.1321, "resnet50@24": 4.1321, "resnet50@32": 4.1321, "resnet50@48": 4.1321,
                      "resnet18@12": 1.8236, "resnet18@24": 1.8236, "resnet18@32": 1.8236, "resnet18@48": 1.8236},
+            cost_note="fgbench counts conv and matmul MACs only; the paper's counter also adds element-wise operations (BN, ReLU, pooling)",
         ),
     ),
     # The FISH paper's schedule could not be read here; these are the values of the re-implementation's
