@@ -210,7 +210,7 @@ choice the paper leaves open that this implementation makes.
 ## Install, test, run
 
 ```bash
-pip install -e .                     # registers the entry point; `fgbench list` now shows {method}
+python -m pip install -e .           # registers the entry point; `fgbench list` now shows {method}
 python -m pytest -q tests            # CPU, seconds
 fgbench run --methods {method}        # the embedded dataset, CPU, under a minute
 fgbench profile --methods {method} --bits 12 --backbone resnet50   # params / FLOPs of encode()

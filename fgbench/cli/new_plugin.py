@@ -34,4 +34,4 @@ def new_plugin(name: str, directory: Path) -> None:
     root = scaffold_plugin(name, directory)
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         click.echo(f"created {path}")
-    click.echo(f"\nnext: pip install -e {root} && fgbench list && python -m pytest -q {root / 'tests'}")
+    click.echo(f"\nnext: python -m pip install -e {root} && fgbench list && python -m pytest -q {root / 'tests'}")
