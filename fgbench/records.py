@@ -510,8 +510,6 @@ def _check(d: Mapping[str, Any], identity: RecordIdentity | None) -> list[float]
             _fractions(per_query, "per_query_ap")
         if counts["num_query"] and len(per_query) != counts["num_query"]:
             raise _Invalid("per_query_ap", f"holds {len(per_query)} values for {counts['num_query']} queries")
-    if d.get("codes") is not None:
-        _check_codes_field(d["codes"], bits, seed)
     for key in ("val_map_trace", "test_map_trace"):
         if d.get(key) is not None:
             _fractions(d[key], key)
@@ -536,6 +534,8 @@ def _check(d: Mapping[str, Any], identity: RecordIdentity | None) -> list[float]
                 raise _Invalid(key, f"is {_show(value)} but the file's path is that of {key.split('.')[0]} "
                                     f"{_show(named[key])} (a record of another job copied or renamed there)",
                                f"move it to its own path, or {_ADVICE}")
+    if d.get("codes") is not None:  # after the identity: a record copied to another job's path says so first
+        _check_codes_field(d["codes"], bits, seed)
     return per_query
 
 
