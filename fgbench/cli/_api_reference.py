@@ -38,11 +38,15 @@ plugin: [plugins.md](plugins.md).
 """
 
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+# the default object repr, <package.private.module.Class object>: the private module path changes between
+# versions of the dependency (pluggy moved HookimplMarker from _hooks to _decorators), so keep the class only
+_DEFAULT_REPR = re.compile(r"<(?:[A-Za-z_][\w]*\.)+([A-Za-z_]\w*) object>")
 
 
 def _text(value: Any) -> str:
-    """``repr`` without memory addresses (the page must not change between processes)."""
-    return _ADDRESS.sub("", repr(value))
+    """``repr`` without memory addresses or private module paths (the page must not change between processes
+    or dependency versions)."""
+    return _DEFAULT_REPR.sub(r"<\1 object>", _ADDRESS.sub("", repr(value)))
 
 
 def _annotation(annotation: Any) -> str:
