@@ -28,7 +28,24 @@ from torch import nn
 from fgbench._atomic import file_sha256
 from fgbench.errors import BackboneError, described
 
-BACKBONES: dict[str, tuple[Callable[..., nn.Module], str]] = {
+def resnet10(*, weights: object = None, **kwargs: object) -> nn.Module:
+    """ResNet-10: torchvision's ResNet with one ``BasicBlock`` per stage (``[1, 1, 1, 1]``).
+
+    The CPU-scale backbone of the embedded dataset's ``fair`` protocol: the
+    same stem, stage widths (64, 128, 256, 512) and strides as ResNet-18 with
+    half its blocks, so every method's stage access works unchanged at about
+    half the compute.  torchvision ships no ImageNet checkpoint for it; its
+    weights come from the embedded pretext (``pretext:<size>``), a state_dict
+    file, or ``random``.
+    """
+    if weights is not None:
+        raise BackboneError("resnet10 has no torchvision ImageNet weights; use weights=pretext:<size> (embedded "
+                            "dataset), random, or a state_dict file")
+    return torchvision.models.resnet.ResNet(torchvision.models.resnet.BasicBlock, [1, 1, 1, 1], **kwargs)
+
+
+BACKBONES: dict[str, tuple[Callable[..., nn.Module], str | None]] = {
+    "resnet10": (resnet10, None),
     "resnet18": (torchvision.models.resnet18, "ResNet18_Weights"),
     "resnet34": (torchvision.models.resnet34, "ResNet34_Weights"),
     "resnet50": (torchvision.models.resnet50, "ResNet50_Weights"),
@@ -130,7 +147,7 @@ IMAGENET_V1 = "imagenet1k_v1"
 
 def imagenet_versions(name: str) -> tuple[str, ...]:
     """The ImageNet weights versions torchvision has for backbone ``name`` (``imagenet1k_v1``, maybe ``_v2``)."""
-    if name not in BACKBONES:
+    if name not in BACKBONES or BACKBONES[name][1] is None:
         return ()
     return tuple(w.name.lower() for w in getattr(torchvision.models, BACKBONES[name][1]))
 
@@ -143,7 +160,10 @@ def imagenet_checkpoint(name: str, version: str = IMAGENET_V1) -> tuple[str, str
     ``torch.hub.get_dir()/checkpoints/<file name of the url>`` (``$TORCH_HOME/hub``,
     default ``~/.cache/torch/hub``).
     """
-    enum = getattr(torchvision.models, BACKBONES[name][1])
+    if not imagenet_versions(name):
+        raise BackboneError(f"{name} has no torchvision ImageNet weights; use weights=pretext:<size> (embedded "
+                            f"dataset), random, or --backbone-weights FILE")
+    enum = getattr(torchvision.models, str(BACKBONES[name][1]))
     if version.lower() not in imagenet_versions(name):
         raise BackboneError(f"imagenet_weights {version}: torchvision has only {', '.join(imagenet_versions(name))} "
                             f"for {name}; --set imagenet_weights=imagenet1k_v1")

@@ -60,7 +60,8 @@ class Protocol:
     Attributes:
         name: ``"fair"`` or ``"paper"``: which protocol this is; it names the
             board (``paper`` records go to ``<dataset>-paper``), it is not a setting.
-        backbone: ``resnet18``, ``resnet34``, ``resnet50`` or ``resnet101``.
+        backbone: ``resnet18``, ``resnet34``, ``resnet50``, ``resnet101``, or ``resnet10`` (no ImageNet
+            weights; the embedded dataset's CPU-scale backbone).
         weights: the backbone's initial weights: ``imagenet`` (torchvision's
             checkpoint), ``random`` (random initialisation, on purpose: no
             pretrained weights at all), ``pretext:SIZE`` (the embedded dataset's
@@ -224,6 +225,10 @@ class Protocol:
         if self.weights == "imagenet":
             from fgbench.backbones import imagenet_versions  # lazy: keeps this module light
 
+            if not imagenet_versions(self.backbone):
+                raise ProtocolError(f"backbone {self.backbone} has no torchvision ImageNet weights: use "
+                                    f"weights=pretext:<size> (embedded dataset), random, or --backbone-weights FILE; "
+                                    f"or another backbone")
             if self.imagenet_weights not in imagenet_versions(self.backbone):
                 raise ProtocolError(f"imagenet_weights {self.imagenet_weights}: torchvision has only "
                                     f"{', '.join(imagenet_versions(self.backbone))} for {self.backbone}; "

@@ -48,12 +48,14 @@ def registered_plugin(*plugins: Any, autoload: bool = False) -> Iterator[PluginH
 
 
 def tiny_embedded(name: str = "tiny", cfg: EmbeddedConfig = TINY, **overrides: Any) -> DatasetSpec:
-    """A tiny embedded dataset (4 classes, 24 train / 12 test images, 32 px) with a 1-epoch random-init protocol."""
+    """A tiny embedded dataset (4 classes, 24 train / 12 test images, 32 px) with a 1-epoch random-init protocol
+    (one full pass; ResNet-10 as the embedded protocol)."""
     import dataclasses
 
     spec = embedded_spec(cfg, name=name)
     fair = dict(spec.fair_overrides)
-    fair.update({"weights": "random", "epochs": 1, "batch_size": 8, "bits": (8,), "eval_batch_size": 16})
+    fair.update({"weights": "random", "epochs": 1, "epoch_sample": 0, "batch_size": 8, "bits": (8,),
+                 "eval_batch_size": 16})
     fair.update(overrides)
     return dataclasses.replace(spec, fair_overrides=fair)
 

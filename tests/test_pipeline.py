@@ -152,6 +152,7 @@ def test_vectorised_flip_rate_is_the_protocol_flip_p() -> None:
     ({"imagenet_weights": "imagenet21k"}, "imagenet_weights 'imagenet21k'"),
     ({"weights": "imagenet", "backbone": "resnet18", "imagenet_weights": "imagenet1k_v2"},
      "torchvision has only imagenet1k_v1 for resnet18"),
+    ({"weights": "imagenet", "backbone": "resnet10"}, "backbone resnet10 has no torchvision ImageNet weights"),
 ])
 def test_bad_pipeline_fields_are_one_line_errors(change: dict, message: str) -> None:
     with pytest.raises(ProtocolError) as err:

@@ -232,7 +232,7 @@ def _meta(**changes):  # type: ignore[no-untyped-def]
      "ValueError: method 'meta': paper_recipe['cub'] has learning_rate, not a protocol field; valid: "),
     ({"paper_results": (fgbench.PaperResult(source="t", map={}, params_m={"resnet50-12": 1.0}),)},
      "ValueError: method 'meta': paper_results[0].params_m key 'resnet50-12' must be '<backbone>@<bits>', "
-     "e.g. 'resnet50@12', with a backbone of resnet101, resnet18, resnet34, resnet50"),
+     "e.g. 'resnet50@12', with a backbone of resnet10, resnet101, resnet18, resnet34, resnet50"),
     ({"paper_results": (fgbench.PaperResult(source="t", map={}, flops_g={"vgg16@12": 1.0}),)},
      "paper_results[0].flops_g key 'vgg16@12' must be '<backbone>@<bits>'"),
 ])

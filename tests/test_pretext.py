@@ -15,6 +15,7 @@ import torch
 
 from fgbench import build_backbone
 from fgbench.data import pretext
+from fgbench.errors import BackboneError
 
 
 @pytest.fixture
@@ -72,3 +73,21 @@ def test_training_announces_its_start_and_its_seconds_on_stderr(quick_pretext, c
     assert re.fullmatch(r"pretext: resnet18 backbone trained in \d+\.\d s \(pretext-resnet18-16px-\w+\.pt\)", err[1])
     pretext.pretext_weights("resnet18", 16)  # cached: nothing to say
     assert capfd.readouterr().err == ""
+
+
+def test_resnet10_is_resnet18_with_one_block_per_stage() -> None:
+    """The embedded protocol's CPU backbone: ResNet-18's stem, widths and strides, half its blocks."""
+    r10, r18 = build_backbone("resnet10", "random"), build_backbone("resnet18", "random")
+    assert r10.stage_channels == r18.stage_channels
+    assert [len(s) for s in r10.stages] == [1, 1, 1, 1] and [len(s) for s in r18.stages] == [2, 2, 2, 2]
+    x = torch.randn(2, 3, 48, 48)
+    assert [f.shape for f in r10.forward_stages(x)] == [f.shape for f in r18.forward_stages(x)]
+    assert sum(p.numel() for p in r10.parameters()) < 0.5 * sum(p.numel() for p in r18.parameters())
+
+
+def test_resnet10_has_no_imagenet_weights_and_takes_pretext_weights(quick_pretext) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(BackboneError, match="resnet10 has no torchvision ImageNet weights") as err:
+        build_backbone("resnet10", "imagenet")
+    assert "\n" not in str(err.value)
+    backbone = build_backbone("resnet10", "pretext:16", pretext.WEIGHTS_PROVIDERS)
+    assert backbone.weights_source.startswith("pretext:pretext-resnet10-16px-")

@@ -199,7 +199,7 @@ def test_imagenet_offline_run_stops_before_any_training(torch_home, tmp_path, mo
     results = tmp_path / "results"
     with registered_plugin(spec_plugin("toy-plugin", methods=[TOY_SPEC], datasets=[tiny_embedded()])):
         res = CliRunner().invoke(main, ["run", "--methods", "toy", "--datasets", "tiny", "--set", "weights=imagenet",
-                                        "--results", str(results), "-q"])
+                                        "--backbone", "resnet18", "--results", str(results), "-q"])
     lines = [line for line in res.output.strip().splitlines() if line.strip()]
     assert res.exit_code == 1 and "Traceback" not in res.output, res.output
     assert lines[-1].startswith("Error: ImageNet weights for resnet18") and "--set weights=random" in lines[-1]
