@@ -323,8 +323,8 @@ SPEC = MethodSpec(
     # per outer iteration.  Per dataset (README commands): CUB, Aircraft 40 x 2000, lr 2.5e-4, lr-step 40 (no
     # decay inside the run); Food101 50 x 2000, lr 2.5e-4, step 45; VegFru, NABirds 50 x 4000, lr 5e-4, step 45.
     # Expressed with ADSH-style sampling: epoch_sample = num_samples, resample_every = 30, epochs = max_iter x 30,
-    # milestones = lr_step x 30 (README, "Schedule").  SGD momentum 0.91, weight decay 1e-4.  Input 224 crop of a
-    # 256 resize (the authors' loaders).
+    # milestones = lr_step x 30 (README, "Schedule").  SGD momentum 0.91, weight decay 1e-4.  Input: 224 crops, query
+    # and database Resize(256) + CenterCrop(224) (the authors' data/transform.py).
     paper_recipe={
         "default": {"backbone": "resnet50", "weights": "imagenet", "input_size": 224, "resize_size": 256,
                     "train_crop": "random", "flip_p": 0.5, "imagenet_weights": "imagenet1k_v1",
@@ -345,19 +345,20 @@ SPEC = MethodSpec(
         "resample_every": "authors' README commands (--max-epoch 30 epochs per outer iteration, every dataset)",
         "epochs": "authors' README commands (--max-iter 40 outer iterations = 1,200 epochs; Food101, VegFru, "
                   "NABirds 50 = 1,500) and SEMICON_log Namespace",
-        "flip_p": "authors' README (random flip)",
+        "flip_p": "authors' data/transform.py (train_transform: RandomHorizontalFlip)",
         "imagenet_weights": "torchvision pretrained=True of the authors' code = V1",
-        "input_size": "authors' README (224 crop of a 256 resize)",
+        "input_size": "authors' data/transform.py (224 crops)",
         "lr": "authors' README commands (--lr 2.5e-4; VegFru, NABirds 5e-4; SEMICON_log NAbirds [12] logged 2.5e-4, "
               "its [24, 32] and [48] 5e-4)",
         "milestones": "authors' README commands (--lr-step 45 of 50 outer iterations = epoch 1,350; MultiStepLR "
                       "stepped once per outer iteration in SEMICON_train.py)",
         "momentum": "authors' README commands (--momen 0.91)",
         "optimizer": "authors' README commands (--optim SGD)",
-        "resize_size": "authors' README (224 crop of a 256 resize)",
+        "resize_size": "authors' data/transform.py (query_transform: Resize(256) + CenterCrop(224))",
         "schedule": "authors' README commands (CUB, Aircraft --lr-step 40 of 40 outer iterations: no decay in the "
                     "run; Food101, VegFru, NABirds lr / 10 after 45 of 50)",
-        "train_crop": "authors' README (224 crop of a 256 resize; random crop)",
+        "train_crop": "plugin choice (random crop); the authors' data/transform.py uses RandomResizedCrop(224), "
+                      "not matched yet (README)",
         "weight_decay": "authors' README commands (--wd 1e-4)",
         "weights": "SEMICON (ImageNet-pretrained ResNet-50)",
     },
