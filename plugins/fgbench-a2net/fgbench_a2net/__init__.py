@@ -36,8 +36,8 @@ with the database codes ``V in {-1,+1}^{n x k}`` fixed, minimise
 update ``V`` bit by bit in closed form at the end of each outer iteration
 (discrete cyclic coordinate descent): one epoch, or under the protocol's
 ADSH-style sampling (``epoch_sample > 0``, the paper recipe)
-``resample_every`` epochs over one random subset of the training set.  ``S_ij = 1`` same class, ``-N+/N-`` otherwise (the
-"soft similarity").  Total: ``L = L_hash + L_quant + L_rec + L_dec``.
+``resample_every`` epochs over one random subset of the training set.
+``S_ij = 1`` same class, ``-N+/N-`` otherwise (the "soft similarity").  Total: ``L = L_hash + L_quant + L_rec + L_dec``.
 fgbench protocol: query **and** database codes are ``sign(encode(x))``;
 ``V`` is only a training target.
 """

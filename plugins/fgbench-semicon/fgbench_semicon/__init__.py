@@ -44,8 +44,9 @@ the end of each outer iteration ``V`` is updated bit by bit in closed form
 (ADSH's discrete cyclic coordinate descent).  An outer iteration is one epoch,
 or, under the protocol's ADSH-style sampling (``epoch_sample > 0``, the paper
 recipe), ``resample_every`` epochs over one random subset of the training set
-(the authors' ``max_epoch`` epochs over ``num_samples`` images).  ``S_ij = 1`` for the same class and
-``-N+/N-`` otherwise (the authors' "soft similarity matrix").
+(the authors' ``max_epoch`` epochs over ``num_samples`` images).
+``S_ij = 1`` for the same class and ``-N+/N-`` otherwise (the authors' "soft
+similarity matrix").
 fgbench protocol: query **and** database codes are ``sign(encode(x))``;
 ``V`` is only a training target.
 """
