@@ -91,6 +91,52 @@ def test_exchnet_recipe_optimizer_is_the_reference_code(dataset: str) -> None:
     assert _fields(_paper("exchnet", dataset), expected) == expected
 
 
+def _train_steps(proto: Protocol, dataset: str) -> int:
+    """Optimizer steps of the whole run on the official training split (the engine's count per epoch)."""
+    from fgbench.data.official.catalog import REAL_DATASETS
+    from fgbench.engine.sampling import steps_per_epoch
+
+    n = next(d for d in REAL_DATASETS if d.name == dataset).expected.train
+    return proto.epochs * steps_per_epoch(n, proto.batch_size, proto.epoch_sample)
+
+
+# SEMICON: the authors' README training commands (aassxun/SEMICON, the mirror of NJUST-VIPGroup/SEMICON; the
+# Namespace lines of its SEMICON_log/*/train.log agree): --max-epoch 30 --batch-size 16 --optim SGD --wd 1e-4
+# --momen 0.91, and per dataset --max-iter / --num-samples / --lr / --lr-step: CUB, Aircraft 40 / 2000 / 2.5e-4 /
+# 40; Food101 50 / 2000 / 2.5e-4 / 45; VegFru, NABirds 50 / 4000 / 5e-4 / 45.  SEMICON_train.py: each outer
+# iteration samples num_samples images and trains max_epoch epochs over them; MultiStepLR steps once per outer
+# iteration.  Steps: max_iter x 30 x num_samples / 16.
+@pytest.mark.parametrize("dataset, outer, samples, lr, lr_step, steps", [
+    ("cub", 40, 2000, 2.5e-4, 40, 150_000), ("aircraft", 40, 2000, 2.5e-4, 40, 150_000),
+    ("food101", 50, 2000, 2.5e-4, 45, 187_500), ("vegfru", 50, 4000, 5e-4, 45, 375_000),
+    ("nabirds", 50, 4000, 5e-4, 45, 375_000)])
+def test_semicon_recipe_is_the_authors_training_commands(dataset: str, outer: int, samples: int, lr: float,
+                                                          lr_step: int, steps: int) -> None:
+    proto = _paper("semicon", dataset)
+    expected = {"backbone": "resnet50", "optimizer": "sgd", "lr": lr, "momentum": 0.91, "weight_decay": 1e-4,
+                "batch_size": 16, "epoch_sample": samples, "resample_every": 30, "epochs": outer * 30}
+    assert _fields(proto, expected) == expected
+    decays = [m for m in proto.milestones if m < proto.epochs] if proto.schedule == "step" else []
+    assert decays == ([lr_step * 30] if lr_step < outer else [])
+    assert _train_steps(proto, dataset) == steps
+
+
+# A2-Net: no authors' code was found; the re-implementation aassxun/DSH_Analysis (set_flag.py: flag "a2net" and
+# cub200 / aircraft / food101 / vegfru / nabirds; A_2_Net.py; every logs/*/*a2net* Namespace line): SGD lr 1e-4,
+# momentum 0.9, weight decay 1e-4, batch 16, max_iter 40, max_epoch 30, lr_step 35, num_samples 2000 (VegFru,
+# NABirds 4000).  Steps: 40 x 30 x num_samples / 16.
+@pytest.mark.parametrize("dataset, samples, steps", [("cub", 2000, 150_000), ("aircraft", 2000, 150_000),
+                                                     ("food101", 2000, 150_000), ("vegfru", 4000, 300_000),
+                                                     ("nabirds", 4000, 300_000)])
+def test_a2net_recipe_is_the_reimplementations_schedule(dataset: str, samples: int, steps: int) -> None:
+    proto = _paper("a2net", dataset)
+    expected = {"backbone": "resnet50", "optimizer": "sgd", "lr": 1e-4, "momentum": 0.9, "weight_decay": 1e-4,
+                "batch_size": 16, "epoch_sample": samples, "resample_every": 30, "epochs": 40 * 30,
+                "schedule": "step", "milestones": (35 * 30,)}
+    assert _fields(proto, expected) == expected
+    assert _train_steps(proto, dataset) == steps
+
+
 @pytest.mark.parametrize("method", BUNDLED)
 def test_every_recipe_field_cites_its_source(method: str) -> None:
     spec = _registry().methods.get(method)

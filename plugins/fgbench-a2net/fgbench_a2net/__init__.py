@@ -33,9 +33,11 @@ with the database codes ``V in {-1,+1}^{n x k}`` fixed, minimise
     sum_i sum_j (u_i^T v_j - k S_ij)^2 + gamma sum_i (v_i - u_i)^2
 
 (divided by batch x n and scaled by 12 / k, as the authors' loss), and
-update ``V`` bit by bit in closed form at each epoch end (discrete cyclic
-coordinate descent).  ``S_ij = 1`` same class, ``-N+/N-`` otherwise (the
-"soft similarity").  Total: ``L = L_hash + L_quant + L_rec + L_dec``.
+update ``V`` bit by bit in closed form at the end of each outer iteration
+(discrete cyclic coordinate descent): one epoch, or under the protocol's
+ADSH-style sampling (``epoch_sample > 0``, the paper recipe)
+``resample_every`` epochs over one random subset of the training set.
+``S_ij = 1`` same class, ``-N+/N-`` otherwise (the "soft similarity").  Total: ``L = L_hash + L_quant + L_rec + L_dec``.
 fgbench protocol: query **and** database codes are ``sign(encode(x))``;
 ``V`` is only a training target.
 """
@@ -76,8 +78,10 @@ class A2NetConfig:
     gamma: weight of ADSH's quantization term (200).
     reconstruction_weight, decorrelation_weight: weights of ``L_rec`` and
         ``L_dec`` (1 and 1).
-    aux_from_epoch: first (0-based) epoch with ``L_rec`` and ``L_dec`` (0: from
-        the start; the re-implementation adds them after the first half).
+    aux_from_epoch: first (0-based) outer iteration with ``L_rec`` and ``L_dec``
+        (an outer iteration is one epoch, or ``resample_every`` epochs under
+        ADSH-style sampling; 0: from the start; the re-implementation adds
+        them from outer iteration ``max_iter // 2`` = 20 of 40).
     """
 
     parts: int = 4
@@ -137,7 +141,11 @@ class A2Net(HashingModel):
         g = torch.Generator().manual_seed(int(ctx.seed))
         self.query_codes = CodeMemory(ctx.num_train, ctx.bits)  # U
         self.database_codes = CodeMemory(ctx.num_train, ctx.bits, init="sign-random", generator=g)  # V
-        self.register_buffer("epoch", torch.zeros((), dtype=torch.long))
+        self.register_buffer("epoch", torch.zeros((), dtype=torch.long))  # outer iterations done
+        # ADSH's outer iteration (the reference's train()): V is updated once per subset of the protocol's
+        # epoch_sample images, i.e. every resample_every epochs; one epoch without epoch_sample
+        sampled = int(getattr(ctx.protocol, "epoch_sample", 0)) > 0
+        self.period = int(getattr(ctx.protocol, "resample_every", 1)) if sampled else 1
 
     def features(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``x = [x_1..x_M, x_global]`` (B, (M+1) D) and the attention maps (B, M, h, w)."""
@@ -193,10 +201,19 @@ class A2Net(HashingModel):
 
     @torch.no_grad()
     def on_epoch_end(self, epoch: int, ctx: TrainContext) -> None:
+        """At the end of an outer iteration (Sec. 3.4, ADSH's Alg. 1): update ``V`` with the network fixed.
+
+        An outer iteration is one epoch, or ``resample_every`` epochs under the
+        protocol's ``epoch_sample`` (the reference's ``max_epoch`` epochs over
+        ``num_samples`` images, then ``V``); the last epoch always ends one.
+        ``self.epoch`` counts outer iterations (``aux_from_epoch`` is in them).
+        """
+        if (epoch + 1) % self.period and epoch + 1 < ctx.epochs:
+            return
         before = self.database_codes.codes.clone()
         self.update_database_codes()
         ctx.log("a2net/v_bits_changed", float((before != self.database_codes.codes).float().mean()))
-        self.epoch.fill_(epoch + 1)
+        self.epoch.add_(1)
 
 
 def build(ctx: BuildContext) -> A2Net:
@@ -223,32 +240,45 @@ SPEC = MethodSpec(
     paper_results=(
         PaperResult(source="CMBH paper (CVPR 2024) Table 2, A2-Net column (ResNet-50)", map=CMBH_TABLE2_MAP),
     ),
-    # The A2-Net paper's schedule could not be read here; these are the re-implementation's CUB run
-    # (aassxun/DSH_Analysis A_2_Net.py and its CUB log): SGD lr 1e-4, momentum 0.9, weight decay 1e-4,
-    # batch 16, 40 outer iterations ("epochs" here) with lr / 10 after iteration 35 (README).
+    # The A2-Net paper's schedule could not be read here and no authors' code was found; these are the
+    # re-implementation's (aassxun/DSH_Analysis: set_flag.py, flag "a2net" and the per-dataset functions cub200,
+    # aircraft, food101, vegfru, nabirds; A_2_Net.py train(); the Namespace line of every logs/*/*a2net*/ log):
+    # SGD lr 1e-4, momentum 0.9 (nesterov off), weight decay 1e-4, batch 16; max_iter = 40 outer iterations, each
+    # sampling num_samples database images afresh (2000; VegFru, NABirds 4000), training max_epoch = 30 epochs over
+    # them with V fixed, then updating V (solve_dcc); MultiStepLR(lr_step = 35) stepped once per outer iteration.
+    # Expressed with ADSH-style sampling: epoch_sample = num_samples, resample_every = 30, epochs = 40 x 30 = 1,200,
+    # milestones = 35 x 30 = 1,050 (README, "Schedule").
     paper_recipe={
         "default": {"backbone": "resnet50", "weights": "imagenet", "input_size": 224, "resize_size": 256,
                     "train_crop": "random", "flip_p": 0.5, "imagenet_weights": "imagenet1k_v1",
                     "optimizer": "sgd", "lr": 1e-4, "backbone_lr_mult": 1.0,
-                    "momentum": 0.9, "weight_decay": 1e-4, "schedule": "step", "milestones": (35,), "epochs": 40,
+                    "momentum": 0.9, "weight_decay": 1e-4, "schedule": "step",
+                    "epoch_sample": 2000, "resample_every": 30, "epochs": 40 * 30, "milestones": (35 * 30,),
                     "batch_size": 16},
+        "vegfru": {"epoch_sample": 4000},
+        "nabirds": {"epoch_sample": 4000},
     },
     paper_recipe_sources={
         "backbone": "A2-Net / CMBH Table 2 (ResNet-50)",
-        "backbone_lr_mult": "re-implementation aassxun/DSH_Analysis A_2_Net.py and its CUB log (the A2-Net paper's schedule could not be read here)",
-        "batch_size": "re-implementation aassxun/DSH_Analysis A_2_Net.py and its CUB log (the A2-Net paper's schedule could not be read here)",
-        "epochs": "re-implementation A_2_Net.py (40 outer iterations; here 40 epochs over the whole training set)",
-        "flip_p": "re-implementation aassxun/DSH_Analysis A_2_Net.py and its CUB log (the A2-Net paper's schedule could not be read here)",
+        "backbone_lr_mult": "re-implementation aassxun/DSH_Analysis A_2_Net.py (one SGD lr for all parameters)",
+        "batch_size": "re-implementation aassxun/DSH_Analysis set_flag.py, flag a2net (batch 16) and its logs",
+        "epoch_sample": "re-implementation DSH_Analysis set_flag.py (num_samples 2000; vegfru, nabirds 4000) and "
+                        "its logs",
+        "resample_every": "re-implementation DSH_Analysis set_flag.py (max_epoch 30 epochs per outer iteration)",
+        "epochs": "re-implementation DSH_Analysis set_flag.py (max_iter 40 outer iterations x 30 epochs = 1,200)",
+        "flip_p": "re-implementation aassxun/DSH_Analysis data/transform.py (random flip)",
         "imagenet_weights": "torchvision pretrained=True of the re-implementation = V1",
-        "input_size": "re-implementation aassxun/DSH_Analysis A_2_Net.py and its CUB log (the A2-Net paper's schedule could not be read here)",
-        "lr": "re-implementation aassxun/DSH_Analysis A_2_Net.py and its CUB log (the A2-Net paper's schedule could not be read here)",
-        "milestones": "re-implementation aassxun/DSH_Analysis A_2_Net.py and its CUB log (the A2-Net paper's schedule could not be read here)",
-        "momentum": "re-implementation aassxun/DSH_Analysis A_2_Net.py and its CUB log (the A2-Net paper's schedule could not be read here)",
-        "optimizer": "re-implementation aassxun/DSH_Analysis A_2_Net.py and its CUB log (the A2-Net paper's schedule could not be read here)",
-        "resize_size": "re-implementation aassxun/DSH_Analysis A_2_Net.py and its CUB log (the A2-Net paper's schedule could not be read here)",
-        "schedule": "re-implementation aassxun/DSH_Analysis A_2_Net.py and its CUB log (the A2-Net paper's schedule could not be read here)",
-        "train_crop": "re-implementation aassxun/DSH_Analysis A_2_Net.py and its CUB log (the A2-Net paper's schedule could not be read here)",
-        "weight_decay": "re-implementation aassxun/DSH_Analysis A_2_Net.py and its CUB log (the A2-Net paper's schedule could not be read here)",
+        "input_size": "re-implementation aassxun/DSH_Analysis data/transform.py (224 crop)",
+        "lr": "re-implementation DSH_Analysis set_flag.py, flag a2net (lr 1e-4) and its logs",
+        "milestones": "re-implementation DSH_Analysis set_flag.py (lr_step 35 of 40 outer iterations = epoch 1,050; "
+                      "A_2_Net.py steps MultiStepLR once per outer iteration)",
+        "momentum": "re-implementation DSH_Analysis set_flag.py, flag a2net (momentum 0.9)",
+        "optimizer": "re-implementation DSH_Analysis set_flag.py, flag a2net (SGD)",
+        "resize_size": "re-implementation aassxun/DSH_Analysis data/transform.py (resize 256)",
+        "schedule": "re-implementation DSH_Analysis A_2_Net.py (MultiStepLR, lr / 10 at each lr_step)",
+        "train_crop": "plugin choice (random crop); the re-implementation's data/transform.py uses "
+                      "RandomResizedCrop(224), not matched yet (README)",
+        "weight_decay": "re-implementation DSH_Analysis set_flag.py, flag a2net (weight decay 1e-4)",
         "weights": "A2-Net (ImageNet-pretrained ResNet-50)",
     },
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -118,6 +119,67 @@ def test_bf16_autocast_loss_is_float32_and_finite() -> None:
     assert loss.dtype == torch.float32 and torch.isfinite(loss)
 
 
+def _sampled(epoch_sample: int, resample_every: int, **overrides):  # type: ignore[no-untyped-def]
+    """A model under ADSH-style sampling (protocol ``epoch_sample``/``resample_every``) after one training batch."""
+    torch.manual_seed(0)
+    ctx = build_context(SPEC, bits=12, num_classes=4, num_train=16, input_size=SIZE,
+                        config=SPEC.make_config(overrides))
+    ctx = dataclasses.replace(ctx, protocol=ctx.protocol.replace(epoch_sample=epoch_sample,
+                                                                 resample_every=resample_every))
+    model = SPEC.build(ctx)
+    batch = random_batch(ctx, 8)
+    model.train()
+    model.loss(model(batch.images), batch)
+    return model, ctx, batch
+
+
+def _v_updates(epoch_sample: int, resample_every: int, epochs: int) -> list[int]:
+    """The epochs (0-based) at whose end ``on_epoch_end`` updated ``V`` (it logs each update)."""
+    model, ctx, _ = _sampled(epoch_sample, resample_every)
+    updated: list[int] = []
+    for epoch in range(epochs):
+        model.on_epoch_end(epoch, train_context(ctx, epochs=epochs, log=lambda k, x, e=epoch: updated.append(e)))
+    return updated
+
+
+def test_sampled_schedule_updates_v_once_per_outer_iteration() -> None:
+    # the re-implementation's A_2_Net.py: max_epoch epochs over one sample of num_samples images, then V
+    # (solve_dcc); here resample_every = 3 epochs per outer iteration, 7 epochs: ends after 3, 6 and the last one
+    assert _v_updates(epoch_sample=8, resample_every=3, epochs=7) == [2, 5, 6]
+
+
+def test_v_is_updated_every_epoch_without_outer_iterations() -> None:
+    assert _v_updates(epoch_sample=0, resample_every=1, epochs=3) == [0, 1, 2]
+    assert _v_updates(epoch_sample=8, resample_every=1, epochs=3) == [0, 1, 2]
+
+
+def test_aux_from_epoch_counts_outer_iterations_under_sampling() -> None:
+    # A_2_Net.py switches the auxiliary losses on at outer iteration max_iter // 2, not at an epoch
+    model, ctx, batch = _sampled(8, 2, aux_from_epoch="1")
+    out = model(batch.images)
+    tctx = train_context(ctx, epochs=6)
+    model.on_epoch_end(0, tctx)  # inside outer iteration 0: still without L_rec, L_dec
+    loss, parts = model.loss(out, batch)
+    torch.testing.assert_close(loss, parts["similarity"] + parts["quantization"])
+    model.on_epoch_end(1, tctx)  # outer iteration 0 ends
+    loss, parts = model.loss(out, batch)
+    torch.testing.assert_close(loss, sum(parts.values()))
+
+
+@pytest.mark.parametrize("dataset, samples", [("cub", 2000), ("aircraft", 2000), ("food101", 2000),
+                                              ("vegfru", 4000), ("nabirds", 4000)])
+def test_paper_recipe_follows_the_reimplementations_outer_iterations(dataset: str, samples: int) -> None:
+    """aassxun/DSH_Analysis set_flag.py (a2net; cub200 ... nabirds): max_iter 40, max_epoch 30, lr_step 35."""
+    recipe = dict(SPEC.paper_recipe["default"], **SPEC.paper_recipe.get(dataset, {}))
+    p = fgbench.Protocol(name="paper").replace(**recipe)
+    p.validate()
+    assert (p.epochs // p.resample_every, p.resample_every, p.epoch_sample, p.batch_size) == (40, 30, samples, 16)
+    assert p.epochs % p.resample_every == 0
+    # MultiStepLR([35]) stepped once per outer iteration: lr / 10 from outer iteration 35 = epoch 1,050
+    assert (p.schedule, p.milestones) == ("step", (35 * 30,))
+    assert p.epochs * (p.epoch_sample // p.batch_size) == 40 * 30 * samples // 16
+
+
 def test_registered_with_paper_metadata_and_recipe() -> None:
     with registered_plugin(fgbench_a2net) as host:
         spec = host.registry.methods.get("a2net")
@@ -125,4 +187,4 @@ def test_registered_with_paper_metadata_and_recipe() -> None:
     assert spec.paper_map("vegfru", 48) == pytest.approx(0.6977)
     proto = fgbench.Protocol(name="paper").replace(**spec.paper_recipe["default"])
     proto.validate()
-    assert (proto.lr, proto.batch_size, proto.epochs) == (1e-4, 16, 40)
+    assert (proto.lr, proto.batch_size, proto.momentum) == (1e-4, 16, 0.9)

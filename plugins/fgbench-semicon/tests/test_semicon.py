@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -153,6 +154,52 @@ def test_cost_within_5_percent_of_cmbh_table5() -> None:
     paper = next(r for r in SPEC.paper_results if r.params_m)
     assert params == pytest.approx(paper.params_m["resnet50@12"], rel=0.05)
     assert flops == pytest.approx(paper.flops_g["resnet50@12"], rel=0.05)
+
+
+def _v_updates(epoch_sample: int, resample_every: int, epochs: int) -> list[int]:
+    """The epochs (0-based) at whose end ``on_epoch_end`` updated ``V`` (it logs each update)."""
+    torch.manual_seed(0)
+    ctx = build_context(SPEC, bits=12, num_classes=4, num_train=16, input_size=SIZE, config=SPEC.make_config({}))
+    ctx = dataclasses.replace(ctx, protocol=ctx.protocol.replace(epoch_sample=epoch_sample,
+                                                                 resample_every=resample_every))
+    model = SPEC.build(ctx)
+    batch = random_batch(ctx, 8)
+    model.train()
+    model.loss(model(batch.images), batch)
+    updated: list[int] = []
+    for epoch in range(epochs):
+        tctx = train_context(ctx, epochs=epochs, log=lambda k, x, e=epoch: updated.append(e))
+        model.on_epoch_end(epoch, tctx)
+    return updated
+
+
+def test_sampled_schedule_updates_v_once_per_outer_iteration() -> None:
+    # the authors' SEMICON_train.py: max_epoch epochs over one sample of num_samples images, then V (solve_dcc);
+    # here resample_every = 3 epochs per outer iteration, 7 epochs: ends after epochs 3, 6 and the last one
+    assert _v_updates(epoch_sample=8, resample_every=3, epochs=7) == [2, 5, 6]
+
+
+def test_v_is_updated_every_epoch_without_outer_iterations() -> None:
+    assert _v_updates(epoch_sample=0, resample_every=1, epochs=3) == [0, 1, 2]
+    assert _v_updates(epoch_sample=8, resample_every=1, epochs=3) == [0, 1, 2]
+
+
+@pytest.mark.parametrize("dataset, outer, samples, lr_step", [("cub", 40, 2000, None), ("aircraft", 40, 2000, None),
+                                                              ("food101", 50, 2000, 45), ("vegfru", 50, 4000, 45),
+                                                              ("nabirds", 50, 4000, 45)])
+def test_paper_recipe_follows_the_authors_outer_iterations(dataset: str, outer: int, samples: int,
+                                                           lr_step: int | None) -> None:
+    """aassxun/SEMICON README commands: --max-iter, --max-epoch 30, --num-samples, --batch-size 16, --lr-step."""
+    recipe = dict(SPEC.paper_recipe["default"], **SPEC.paper_recipe.get(dataset, {}))
+    p = fgbench.Protocol(name="paper").replace(**recipe)
+    p.validate()
+    assert (p.epochs // p.resample_every, p.resample_every, p.epoch_sample, p.batch_size) == (outer, 30, samples, 16)
+    assert p.epochs % p.resample_every == 0
+    # MultiStepLR(lr_step) is stepped once per outer iteration: lr / 10 from outer iteration lr_step on
+    # (CUB, Aircraft: --lr-step 40 of 40 iterations, never inside the run)
+    assert p.milestones == (() if lr_step is None else (lr_step * 30,))
+    assert p.schedule == ("constant" if lr_step is None else "step")
+    assert p.epochs * (p.epoch_sample // p.batch_size) == outer * 30 * samples // 16
 
 
 def test_registered_with_paper_metadata_and_recipe() -> None:
