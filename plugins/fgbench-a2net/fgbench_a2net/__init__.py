@@ -146,6 +146,10 @@ class A2Net(HashingModel):
         # epoch_sample images, i.e. every resample_every epochs; one epoch without epoch_sample
         sampled = int(getattr(ctx.protocol, "epoch_sample", 0)) > 0
         self.period = int(getattr(ctx.protocol, "resample_every", 1)) if sampled else 1
+        # Omega: the images trained on since V's last update.  Under epoch_sample V is updated from their rows of
+        # U only (the others count as zero), as ADSH's expanded U and the reference code's sampled U do
+        self.sampled = int(getattr(ctx.protocol, "epoch_sample", 0)) > 0
+        self.omega = CodeMemory(ctx.num_train, 1)
 
     def features(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``x = [x_1..x_M, x_global]`` (B, (M+1) D) and the attention maps (B, M, h, w)."""
@@ -169,6 +173,7 @@ class A2Net(HashingModel):
         x = outputs["features"].float()
         u = torch.tanh(x @ self.W.float().T)
         self.query_codes.update(batch.indices, u)
+        self.omega.update(batch.indices, torch.ones(len(u), 1, device=u.device))
         v = self.database_codes.codes
         s = torch.where(batch.labels[:, None] == self.train_labels[None, :], 1.0, self.dissimilar)
         norm = u.shape[0] * v.shape[0] * self.bits / 12.0
@@ -184,12 +189,16 @@ class A2Net(HashingModel):
 
     @torch.no_grad()
     def update_database_codes(self) -> None:
-        """ADSH's closed-form bit-wise update of ``V`` with the network fixed (all training images).
+        """ADSH's closed-form bit-wise update of ``V`` with the network fixed.
 
         ``V_k = sign(k (S^T U)_k + gamma U_k - V_rest U_rest^T U_k)``; ``S^T U`` from
-        class sums: ``(1 + p) sum_{i in y_j} u_i - p sum_i u_i`` for ``S in {1, -p}``.
+        class sums: ``(1 + p) sum_{i in y_j} u_i - p sum_i u_i`` for ``S in {1, -p}``.  The rows of ``U``
+        are Omega: every training image, or under the protocol's ``epoch_sample`` the images sampled since the
+        last update (the others count as zero, ADSH's expanded ``U``; the reference code's sampled ``U``).
         """
         u = self.query_codes.codes
+        if self.sampled:
+            u = u * self.omega.codes
         v = self.database_codes.codes.clone()
         sums = torch.zeros(self.num_classes, self.bits, device=u.device).index_add_(0, self.train_labels, u)
         p = -self.dissimilar
@@ -212,6 +221,7 @@ class A2Net(HashingModel):
             return
         before = self.database_codes.codes.clone()
         self.update_database_codes()
+        self.omega.replace(torch.zeros_like(self.omega.codes))
         ctx.log("a2net/v_bits_changed", float((before != self.database_codes.codes).float().mean()))
         self.epoch.add_(1)
 
@@ -250,7 +260,8 @@ SPEC = MethodSpec(
     # milestones = 35 x 30 = 1,050 (README, "Schedule").
     paper_recipe={
         "default": {"backbone": "resnet50", "weights": "imagenet", "input_size": 224, "resize_size": 256,
-                    "train_crop": "random", "flip_p": 0.5, "imagenet_weights": "imagenet1k_v1",
+                    "train_crop": "random-resized", "crop_scale": (0.08, 1.0), "crop_ratio": (3 / 4, 4 / 3),
+                    "flip_p": 0.5, "imagenet_weights": "imagenet1k_v1",
                     "optimizer": "sgd", "lr": 1e-4, "backbone_lr_mult": 1.0,
                     "momentum": 0.9, "weight_decay": 1e-4, "schedule": "step",
                     "epoch_sample": 2000, "resample_every": 30, "epochs": 40 * 30, "milestones": (35 * 30,),
@@ -276,8 +287,9 @@ SPEC = MethodSpec(
         "optimizer": "re-implementation DSH_Analysis set_flag.py, flag a2net (SGD)",
         "resize_size": "re-implementation aassxun/DSH_Analysis data/transform.py (resize 256)",
         "schedule": "re-implementation DSH_Analysis A_2_Net.py (MultiStepLR, lr / 10 at each lr_step)",
-        "train_crop": "plugin choice (random crop); the re-implementation's data/transform.py uses "
-                      "RandomResizedCrop(224), not matched yet (README)",
+        "train_crop": "re-implementation DSH_Analysis data/transform.py (train_transform: RandomResizedCrop(224) on the image as read)",
+        "crop_scale": "re-implementation DSH_Analysis data/transform.py (RandomResizedCrop(224): torchvision's default scale 0.08-1)",
+        "crop_ratio": "re-implementation DSH_Analysis data/transform.py (RandomResizedCrop(224): torchvision's default ratio 3/4-4/3)",
         "weight_decay": "re-implementation DSH_Analysis set_flag.py, flag a2net (weight decay 1e-4)",
         "weights": "A2-Net (ImageNet-pretrained ResNet-50)",
     },

@@ -188,3 +188,20 @@ def test_registered_with_paper_metadata_and_recipe() -> None:
     proto = fgbench.Protocol(name="paper").replace(**spec.paper_recipe["default"])
     proto.validate()
     assert (proto.lr, proto.batch_size, proto.momentum) == (1e-4, 16, 0.9)
+
+
+@pytest.mark.parametrize("epoch_sample, ignores_unseen", [(8, True), (0, False)])
+def test_v_update_uses_only_the_sampled_rows_of_u(epoch_sample: int, ignores_unseen: bool) -> None:
+    """Under epoch_sample V is updated from Omega's rows of U only (ADSH's expanded U; the reference's sampled U)."""
+    model, ctx, batch = _sampled(epoch_sample, 1)
+    twin, _, _ = _sampled(epoch_sample, 1)
+    unseen = torch.ones(ctx.num_train, dtype=torch.bool)
+    unseen[batch.indices] = False
+    noisy = twin.query_codes.codes.clone()
+    noisy[unseen] = torch.rand(int(unseen.sum()), ctx.bits, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    twin.query_codes.replace(noisy)
+    for m in (model, twin):
+        m.on_epoch_end(0, train_context(ctx, epochs=2))
+    same = torch.equal(model.database_codes.codes, twin.database_codes.codes)
+    assert same == ignores_unseen
+    assert not model.omega.codes.any()  # Omega starts afresh with the next outer iteration

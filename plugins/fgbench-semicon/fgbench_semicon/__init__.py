@@ -220,6 +220,10 @@ class SEMICON(HashingModel):
         self.query_codes = CodeMemory(ctx.num_train, ctx.bits)  # U: latest u_i of every training image
         self.database_codes = CodeMemory(ctx.num_train, ctx.bits, init="sign-random", generator=g)  # V
         self.period = outer_iteration_epochs(ctx)
+        # Omega: the images trained on since V's last update.  Under epoch_sample V is updated from their rows of
+        # U only (the others count as zero), as ADSH's expanded U and the reference code's sampled U do
+        self.sampled = int(getattr(ctx.protocol, "epoch_sample", 0)) > 0
+        self.omega = CodeMemory(ctx.num_train, 1)
 
     def features(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Global feature (B, D), local features (B, parts, D), attention maps (B, parts, h, w)."""
@@ -246,6 +250,7 @@ class SEMICON(HashingModel):
     def loss(self, outputs: dict[str, torch.Tensor], batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         u = torch.tanh(outputs["codes"].float())
         self.query_codes.update(batch.indices, u)
+        self.omega.update(batch.indices, torch.ones(len(u), 1, device=u.device))
         v = self.database_codes.codes
         s = torch.where(batch.labels[:, None] == self.train_labels[None, :], 1.0, self.dissimilar)
         norm = u.shape[0] * v.shape[0] * self.bits / 12.0
@@ -255,12 +260,16 @@ class SEMICON(HashingModel):
 
     @torch.no_grad()
     def update_database_codes(self) -> None:
-        """ADSH's closed-form bit-wise update of ``V`` with the network fixed (all training images).
+        """ADSH's closed-form bit-wise update of ``V`` with the network fixed.
 
         ``V_k = sign(k (S^T U)_k + gamma U_k - V_rest U_rest^T U_k)``; ``S^T U`` from
-        class sums: ``(1 + p) sum_{i in y_j} u_i - p sum_i u_i`` for ``S in {1, -p}``.
+        class sums: ``(1 + p) sum_{i in y_j} u_i - p sum_i u_i`` for ``S in {1, -p}``.  The rows of ``U``
+        are Omega: every training image, or under the protocol's ``epoch_sample`` the images sampled since the
+        last update (the others count as zero, ADSH's expanded ``U``; the reference code's sampled ``U``).
         """
         u = self.query_codes.codes
+        if self.sampled:
+            u = u * self.omega.codes
         v = self.database_codes.codes.clone()
         sums = torch.zeros(self.num_classes, self.bits, device=u.device).index_add_(0, self.train_labels, u)
         p = -self.dissimilar
@@ -282,6 +291,7 @@ class SEMICON(HashingModel):
             return
         before = self.database_codes.codes.clone()
         self.update_database_codes()
+        self.omega.replace(torch.zeros_like(self.omega.codes))
         ctx.log("semicon/v_bits_changed", float((before != self.database_codes.codes).float().mean()))
 
 
@@ -328,7 +338,8 @@ SPEC = MethodSpec(
     # and database Resize(256) + CenterCrop(224) (the authors' data/transform.py).
     paper_recipe={
         "default": {"backbone": "resnet50", "weights": "imagenet", "input_size": 224, "resize_size": 256,
-                    "train_crop": "random", "flip_p": 0.5, "imagenet_weights": "imagenet1k_v1",
+                    "train_crop": "random-resized", "crop_scale": (0.08, 1.0), "crop_ratio": (3 / 4, 4 / 3),
+                    "flip_p": 0.5, "imagenet_weights": "imagenet1k_v1",
                     "optimizer": "sgd", "lr": 2.5e-4, "backbone_lr_mult": 1.0,
                     "momentum": 0.91, "weight_decay": 1e-4, "schedule": "constant",
                     "epoch_sample": 2000, "resample_every": 30, "epochs": 40 * 30, "batch_size": 16},
@@ -358,8 +369,9 @@ SPEC = MethodSpec(
         "resize_size": "authors' data/transform.py (query_transform: Resize(256) + CenterCrop(224))",
         "schedule": "authors' README commands (CUB, Aircraft --lr-step 40 of 40 outer iterations: no decay in the "
                     "run; Food101, VegFru, NABirds lr / 10 after 45 of 50)",
-        "train_crop": "plugin choice (random crop); the authors' data/transform.py uses RandomResizedCrop(224), "
-                      "not matched yet (README)",
+        "train_crop": "authors' data/transform.py (train_transform: RandomResizedCrop(224) on the image as read)",
+        "crop_scale": "authors' data/transform.py (RandomResizedCrop(224): torchvision's default scale 0.08-1)",
+        "crop_ratio": "authors' data/transform.py (RandomResizedCrop(224): torchvision's default ratio 3/4-4/3)",
         "weight_decay": "authors' README commands (--wd 1e-4)",
         "weights": "SEMICON (ImageNet-pretrained ResNet-50)",
     },

@@ -212,3 +212,31 @@ def test_registered_with_paper_metadata_and_recipe() -> None:
         proto = fgbench.Protocol(name="paper").replace(**recipe)
         proto.validate()
         assert (proto.lr, proto.momentum, proto.batch_size) == (lr, 0.91, 16)
+
+
+def _sampled(epoch_sample: int):  # type: ignore[no-untyped-def]
+    torch.manual_seed(0)
+    ctx = build_context(SPEC, bits=12, num_classes=4, num_train=16, input_size=SIZE, config=SPEC.make_config({}))
+    ctx = dataclasses.replace(ctx, protocol=ctx.protocol.replace(epoch_sample=epoch_sample, resample_every=1))
+    model = SPEC.build(ctx)
+    batch = random_batch(ctx, 8)
+    model.train()
+    model.loss(model(batch.images), batch)
+    return model, ctx, batch
+
+
+@pytest.mark.parametrize("epoch_sample, ignores_unseen", [(8, True), (0, False)])
+def test_v_update_uses_only_the_sampled_rows_of_u(epoch_sample: int, ignores_unseen: bool) -> None:
+    """Under epoch_sample V is updated from Omega's rows of U only (ADSH's expanded U; SEMICON_train.py's sampled U)."""
+    model, ctx, batch = _sampled(epoch_sample)
+    twin, _, _ = _sampled(epoch_sample)
+    unseen = torch.ones(ctx.num_train, dtype=torch.bool)
+    unseen[batch.indices] = False
+    noisy = twin.query_codes.codes.clone()
+    noisy[unseen] = torch.rand(int(unseen.sum()), ctx.bits, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    twin.query_codes.replace(noisy)
+    for m in (model, twin):
+        m.on_epoch_end(0, train_context(ctx, epochs=2))
+    same = torch.equal(model.database_codes.codes, twin.database_codes.codes)
+    assert same == ignores_unseen
+    assert not model.omega.codes.any()  # Omega starts afresh with the next outer iteration
