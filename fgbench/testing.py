@@ -6,7 +6,8 @@
 * :func:`build_context` / :func:`random_batch` — build a method's model on
   small random inputs and feed it a batch, to test shapes and losses.
 * :func:`train_context` — a CPU :class:`~fgbench.TrainContext` for calling
-  lifecycle hooks (``on_train_start``, ``on_epoch_end``) directly.
+  lifecycle hooks (``on_train_start``, ``on_epoch_end``) directly; its
+  ``map_train`` runs on :func:`train_images`.
 * :func:`autocast_loss` — forward under bf16 autocast (as on a GPU) and the
   loss, to check that a method computes its loss in float32.
 * :func:`train_steps` — a few optimizer steps through the real harness loop
@@ -20,7 +21,7 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -107,11 +108,39 @@ def autocast_loss(model: HashingModel, batch: Batch, dtype: torch.dtype = torch.
     return loss, dict(parts)
 
 
-def train_context(ctx: BuildContext, epochs: int = 1, log: Any = None) -> TrainContext:
-    """A CPU TrainContext for ``ctx``'s training labels; ``encode_train`` returns zeros, ``log(name, value)`` defaults to a no-op."""
+def train_images(ctx: BuildContext, seed: int = 0) -> torch.Tensor:
+    """The deterministic random "training split" of :func:`train_context`: ``(num_train, 3, size, size)`` in index order."""
+    g = torch.Generator().manual_seed(seed)
+    size = ctx.protocol.input_size
+    return torch.randn(ctx.num_train, 3, size, size, generator=g)
+
+
+def train_context(ctx: BuildContext, epochs: int = 1, log: Any = None,
+                  model: HashingModel | None = None) -> TrainContext:
+    """A CPU TrainContext for ``ctx``'s training labels; ``encode_train`` returns zeros, ``log(name, value)`` defaults to a no-op.
+
+    ``map_train(fn)`` applies ``fn`` under ``torch.no_grad`` to
+    :func:`train_images` (``ctx.num_train`` deterministic random images of
+    ``ctx``'s input size, in index order) in batches of
+    ``ctx.protocol.eval_batch_size`` and concatenates the float32 outputs;
+    with ``model`` given, the model is in eval mode meanwhile and its mode is
+    restored afterwards, as in the harness.
+    """
+    def map_train(fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        images = train_images(ctx)
+        was = model.training if model is not None else False
+        if model is not None:
+            model.eval()
+        try:
+            with torch.no_grad():
+                return torch.cat([fn(chunk).float() for chunk in images.split(ctx.protocol.eval_batch_size)])
+        finally:
+            if model is not None:
+                model.train(was)
+
     return TrainContext(device=torch.device("cpu"), epochs=epochs, train_labels=torch.as_tensor(ctx.train_labels),
                         encode_train=lambda: torch.zeros(ctx.num_train, ctx.bits),
-                        log=log or (lambda name, value: None))
+                        log=log or (lambda name, value: None), map_train=map_train)
 
 
 def train_on_tiny_embedded(spec: MethodSpec, epochs: int = 3, bits: int = 8, seed: int = 0,
