@@ -92,10 +92,15 @@ class BuildContext:
                                                     protocol.imagenet_weights))
 
 
-def _no_map_train(fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
-    """``TrainContext.map_train`` of a context built without one."""
-    raise TrainingError("this TrainContext was built without map_train: pass map_train=... "
-                        "(the harness and fgbench.testing.train_context provide one)")
+class _NoMapTrain:
+    """``TrainContext.map_train`` of a context built without one: calling it raises ``TrainingError``."""
+
+    def __call__(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        raise TrainingError("this TrainContext was built without map_train: pass map_train=... "
+                            "(the harness and fgbench.testing.train_context provide one)")
+
+    def __repr__(self) -> str:
+        return "none (calling it raises TrainingError)"
 
 
 @dataclass(frozen=True)
@@ -136,7 +141,7 @@ class TrainContext:
     encode_train: Callable[[], torch.Tensor]
     log: Callable[[str, float], None]
     map_train: Callable[[Callable[[torch.Tensor], torch.Tensor]], torch.Tensor] = field(
-        default=_no_map_train, compare=False)
+        default=_NoMapTrain(), compare=False)
 
 
 class HashingModel(nn.Module):

@@ -6,8 +6,7 @@
 * :func:`build_context` / :func:`random_batch` — build a method's model on
   small random inputs and feed it a batch, to test shapes and losses.
 * :func:`train_context` — a CPU :class:`~fgbench.TrainContext` for calling
-  lifecycle hooks (``on_train_start``, ``on_epoch_end``) directly; its
-  ``map_train`` runs on :func:`train_images`.
+  lifecycle hooks (``on_train_start``, ``on_epoch_end``) directly.
 * :func:`autocast_loss` — forward under bf16 autocast (as on a GPU) and the
   loss, to check that a method computes its loss in float32.
 * :func:`train_steps` — a few optimizer steps through the real harness loop
@@ -108,26 +107,20 @@ def autocast_loss(model: HashingModel, batch: Batch, dtype: torch.dtype = torch.
     return loss, dict(parts)
 
 
-def train_images(ctx: BuildContext, seed: int = 0) -> torch.Tensor:
-    """The deterministic random "training split" of :func:`train_context`: ``(num_train, 3, size, size)`` in index order."""
-    g = torch.Generator().manual_seed(seed)
-    size = ctx.protocol.input_size
-    return torch.randn(ctx.num_train, 3, size, size, generator=g)
-
-
 def train_context(ctx: BuildContext, epochs: int = 1, log: Any = None,
                   model: HashingModel | None = None) -> TrainContext:
     """A CPU TrainContext for ``ctx``'s training labels; ``encode_train`` returns zeros, ``log(name, value)`` defaults to a no-op.
 
-    ``map_train(fn)`` applies ``fn`` under ``torch.no_grad`` to
-    :func:`train_images` (``ctx.num_train`` deterministic random images of
-    ``ctx``'s input size, in index order) in batches of
-    ``ctx.protocol.eval_batch_size`` and concatenates the float32 outputs;
-    with ``model`` given, the model is in eval mode meanwhile and its mode is
-    restored afterwards, as in the harness.
+    ``map_train(fn)`` applies ``fn`` under ``torch.no_grad`` to a fixed
+    "training split" of ``ctx.num_train`` random images of ``ctx``'s input
+    size (the same on every call; ``map_train(lambda x: x)`` returns them,
+    in index order) in batches of ``ctx.protocol.eval_batch_size`` and
+    concatenates the float32 outputs; with ``model`` given, the model is in
+    eval mode meanwhile and its mode is restored afterwards, as in the harness.
     """
     def map_train(fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
-        images = train_images(ctx)
+        size = ctx.protocol.input_size
+        images = torch.randn(ctx.num_train, 3, size, size, generator=torch.Generator().manual_seed(0))
         was = model.training if model is not None else False
         if model is not None:
             model.eval()

@@ -19,7 +19,7 @@ from fgbench.engine.runner import Job, JobRunner
 from fgbench.engine.train import train_model
 from fgbench.errors import TrainingError
 from fgbench.protocol import resolve_protocol
-from fgbench.testing import build_context, registered_plugin, spec_plugin, tiny_embedded, train_context, train_images
+from fgbench.testing import build_context, registered_plugin, spec_plugin, tiny_embedded, train_context
 
 from conftest import TOY_SPEC, ToyHasher
 
@@ -99,12 +99,15 @@ def test_testing_train_context_maps_its_images_in_eval_mode_and_restores_it():
         modes.append(model.training)
         return model.encode(images)
 
-    out = train_context(ctx, model=model).map_train(fn)
+    tctx = train_context(ctx, model=model)
+    out = tctx.map_train(fn)
     assert modes == [False, False, False] and model.training  # 20 images in batches of 8, mode restored
+    images = tctx.map_train(lambda x: x)
+    assert images.shape == (20, 3, 32, 32)
+    torch.testing.assert_close(images, train_context(ctx).map_train(lambda x: x))  # the same images every time
     model.eval()
     with torch.no_grad():
-        torch.testing.assert_close(out, model.encode(train_images(ctx)))
-    torch.testing.assert_close(train_images(ctx), train_images(ctx))  # deterministic
+        torch.testing.assert_close(out, model.encode(images))
 
 
 def test_a_context_built_without_map_train_says_so_in_one_line():
