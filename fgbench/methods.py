@@ -21,6 +21,7 @@ from torch import nn
 
 from fgbench._names import NAME_PATTERN, validate_name
 from fgbench._values import coerce_value, type_hints
+from fgbench.errors import TrainingError
 
 if TYPE_CHECKING:  # pragma: no cover
     from fgbench.backbones import Backbone
@@ -91,6 +92,17 @@ class BuildContext:
                                                     protocol.imagenet_weights))
 
 
+class _NoMapTrain:
+    """``TrainContext.map_train`` of a context built without one: calling it raises ``TrainingError``."""
+
+    def __call__(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        raise TrainingError("this TrainContext was built without map_train: pass map_train=... "
+                            "(the harness and fgbench.testing.train_context provide one)")
+
+    def __repr__(self) -> str:
+        return "none (calling it raises TrainingError)"
+
+
 @dataclass(frozen=True)
 class TrainContext:
     """What lifecycle hooks receive: the device, the epoch count, the data.
@@ -98,7 +110,9 @@ class TrainContext:
     ``train_labels`` is the full training split's label array; ``encode_train``
     encodes the whole training split with the current model (eval mode,
     no augmentation) and returns real-valued codes on ``device`` — methods
-    that refresh a code memory at epoch end use it.
+    that refresh a code memory at epoch end use it; ``map_train`` runs any
+    function of the images over the same pass (e.g. part features for
+    class-mean anchors).
 
     Attributes:
         device: where the model and batches are.
@@ -110,6 +124,15 @@ class TrainContext:
         log: ``log(name, value)`` appends a float to the series ``name``,
             stored in the run record at ``training["logs"][name]`` (one list
             per name, in call order).
+        map_train: ``map_train(fn) -> tensor``: ``fn(images)`` over the whole
+            training split in batches of ``protocol.eval_batch_size`` (model
+            in eval mode, no augmentation, ``torch.no_grad``), the outputs
+            concatenated along dim 0 in index order, float32 on ``device``;
+            the model's train/eval mode is restored afterwards.  Under
+            ``--nproc N`` each rank maps ``1/N`` of the split and every rank
+            gets all outputs (as ``encode_train``, which is
+            ``map_train(model.encode)``).  The default (a context built
+            without it) raises :class:`~fgbench.errors.TrainingError`.
     """
 
     device: torch.device
@@ -117,6 +140,8 @@ class TrainContext:
     train_labels: torch.Tensor
     encode_train: Callable[[], torch.Tensor]
     log: Callable[[str, float], None]
+    map_train: Callable[[Callable[[torch.Tensor], torch.Tensor]], torch.Tensor] = field(
+        default=_NoMapTrain(), compare=False)
 
 
 class HashingModel(nn.Module):

@@ -20,7 +20,7 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -109,11 +109,33 @@ def autocast_loss(model: HashingModel, batch: Batch, dtype: torch.dtype = torch.
     return loss, dict(parts)
 
 
-def train_context(ctx: BuildContext, epochs: int = 1, log: Any = None) -> TrainContext:
-    """A CPU TrainContext for ``ctx``'s training labels; ``encode_train`` returns zeros, ``log(name, value)`` defaults to a no-op."""
+def train_context(ctx: BuildContext, epochs: int = 1, log: Any = None,
+                  model: HashingModel | None = None) -> TrainContext:
+    """A CPU TrainContext for ``ctx``'s training labels; ``encode_train`` returns zeros, ``log(name, value)`` defaults to a no-op.
+
+    ``map_train(fn)`` applies ``fn`` under ``torch.no_grad`` to a fixed
+    "training split" of ``ctx.num_train`` random images of ``ctx``'s input
+    size (the same on every call; ``map_train(lambda x: x)`` returns them,
+    in index order) in batches of ``ctx.protocol.eval_batch_size`` and
+    concatenates the float32 outputs; with ``model`` given, the model is in
+    eval mode meanwhile and its mode is restored afterwards, as in the harness.
+    """
+    def map_train(fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        size = ctx.protocol.input_size
+        images = torch.randn(ctx.num_train, 3, size, size, generator=torch.Generator().manual_seed(0))
+        was = model.training if model is not None else False
+        if model is not None:
+            model.eval()
+        try:
+            with torch.no_grad():
+                return torch.cat([fn(chunk).float() for chunk in images.split(ctx.protocol.eval_batch_size)])
+        finally:
+            if model is not None:
+                model.train(was)
+
     return TrainContext(device=torch.device("cpu"), epochs=epochs, train_labels=torch.as_tensor(ctx.train_labels),
                         encode_train=lambda: torch.zeros(ctx.num_train, ctx.bits),
-                        log=log or (lambda name, value: None))
+                        log=log or (lambda name, value: None), map_train=map_train)
 
 
 def train_on_tiny_embedded(spec: MethodSpec, epochs: int = 3, bits: int = 8, seed: int = 0,

@@ -2,9 +2,13 @@
 
 The evaluation's first step: the runner encodes the query (test) and database
 (train) splits here, then scores the codes (:mod:`fgbench.metrics.retrieval`).
+The same pass with any function of the images in place of ``model.encode``
+is ``TrainContext.map_train`` (``fn=``).
 """
 
 from __future__ import annotations
+
+from typing import Callable
 
 import numpy as np
 import torch
@@ -31,11 +35,14 @@ def encode_split(
     desc: str = "encode",
     gpu_augment: bool = False,
     indices: np.ndarray | None = None,
+    fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Real-valued codes ``(len(split), bits)`` of ``model.encode`` on ``split`` (eval transform), on the device.
 
     ``indices`` restricts encoding to those items (in that order);
-    ``gpu_augment`` centre-crops and normalises on the device.
+    ``gpu_augment`` centre-crops and normalises on the device.  ``fn`` maps
+    the images instead of ``model.encode`` (model still in eval mode): its
+    outputs, float32, concatenated along dim 0, without the codes' shape check.
     """
     was_training = model.training
     model.eval()
@@ -52,9 +59,11 @@ def encode_split(
     for data in tqdm(loader, desc=desc, leave=False, disable=not progress):
         images, _labels, _idx = batch_images(data, runtime, augment)
         with autocast_for(runtime):
-            codes = model.encode(images)
+            codes = (model.encode if fn is None else fn)(images)
         chunks.append(codes.float())
     model.train(was_training)
+    if fn is not None:
+        return torch.cat(chunks) if chunks else torch.zeros(0, device=runtime.device)
     codes = torch.cat(chunks) if chunks else torch.zeros(0, model.bits, device=runtime.device)
     if codes.ndim != 2 or codes.shape[1] != model.bits:
         raise TrainingError(f"{type(model).__name__}.encode returned shape {tuple(codes.shape)}, "
@@ -64,10 +73,12 @@ def encode_split(
 
 def encode_split_sharded(model: HashingModel, split: Split, protocol: Protocol, runtime: Runtime,
                          loader_options: LoaderOptions, gpu_augment: bool = False,
-                         desc: str = "encode") -> torch.Tensor:
-    """:func:`encode_split` with each rank encoding ``1/N`` of the split; every rank gets all codes."""
+                         desc: str = "encode",
+                         fn: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+    """:func:`encode_split` with each rank encoding ``1/N`` of the split; every rank gets all codes (or ``fn``'s outputs)."""
     if not runtime.distributed:
-        return encode_split(model, split, protocol, runtime, loader_options, desc=desc, gpu_augment=gpu_augment)
+        return encode_split(model, split, protocol, runtime, loader_options, desc=desc, gpu_augment=gpu_augment,
+                            fn=fn)
     n = len(split)
     per = -(-n // runtime.world_size)
     start, stop = distributed.shard_range(n, runtime.rank, runtime.world_size)
@@ -75,7 +86,7 @@ def encode_split_sharded(model: HashingModel, split: Split, protocol: Protocol, 
     own = np.arange(start, stop)
     padded = np.concatenate([own, np.full(per - len(own), stop - 1 if len(own) else 0)]) if per > len(own) else own
     codes = encode_split(model, split, protocol, runtime, loader_options, desc=desc, gpu_augment=gpu_augment,
-                         indices=padded)
+                         indices=padded, fn=fn)
     gathered = distributed.all_gather_cat(codes)
     keep = torch.cat([torch.arange(r * per, r * per + (b - a)) for r, (a, b) in
                       enumerate(distributed.shard_range(n, r, runtime.world_size) for r in range(runtime.world_size))])

@@ -166,16 +166,18 @@ def _run_checks(spec: MethodSpec, config: Any, backbone: str, bits: int, input_s
     indices = torch.arange(CHECK_BATCH)
     batch = Batch(train_images[:CHECK_BATCH], labels[:CHECK_BATCH], indices)
 
-    def encode_train() -> torch.Tensor:
+    def map_train(fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
         was = model.training
         model.eval()
-        with torch.no_grad():
-            codes = model.encode(train_images)
-        model.train(was)
-        return codes
+        try:
+            with torch.no_grad():
+                return fn(train_images).float()
+        finally:
+            model.train(was)
 
-    tctx = TrainContext(device=torch.device("cpu"), epochs=1, train_labels=labels, encode_train=encode_train,
-                        log=lambda name, value: None)
+    tctx = TrainContext(device=torch.device("cpu"), epochs=1, train_labels=labels,
+                        encode_train=lambda: map_train(model.encode), log=lambda name, value: None,
+                        map_train=map_train)
     if attempt("on_train_start(ctx)", lambda: model.on_train_start(tctx))[0]:
         failures += _check_training_step(model, batch, attempt)
     before = len(failures)

@@ -210,6 +210,8 @@ def train_model(
         encode_train=lambda: encode_split_sharded(model, train_split, protocol, runtime, loader_options,
                                                   gpu_augment=options.gpu_augment, desc="encode train"),
         log=log,
+        map_train=lambda fn: encode_split_sharded(model, train_split, protocol, runtime, loader_options,
+                                                  gpu_augment=options.gpu_augment, desc="map train", fn=fn),
     )
     fingerprint = checkpoint_fingerprint(checkpoint_meta)
     memory_sync = distributed.MemorySync(model)

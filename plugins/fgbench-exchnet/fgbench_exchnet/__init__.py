@@ -66,6 +66,7 @@ from fgbench import (
 
 FGBENCH_API_VERSION = 2  # uses ClassMeans and similar_pair_ratio (API 2)
 _SQRT2 = 2.0 ** 0.5
+ANCHOR_SOURCES = ("batches", "eval-pass")  # ExchNetConfig.anchors
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,17 @@ class ExchNetConfig:
         (measured: seed 1 on the embedded dataset stayed at chance).  The
         re-implementation (plugin README, source 4) uses the same rescaling
         "to converge".  ``False`` gives ADSH's ``S``.
+    anchors: how the categorical anchors ``C_y^j`` of the feature exchange
+        (Sec. 3.2, Fig. 4 / Eq. 8) are refreshed at the end of each outer
+        iteration.  ``"batches"``: class means of ``f^j`` accumulated from
+        that outer iteration's training batches (train mode, augmented
+        images).  ``"eval-pass"``: class means of ``f^j`` over an evaluation
+        pass of the whole training split (= the database; model in eval
+        mode, no augmentation, ``TrainContext.map_train``), as the
+        re-implementation does (aassxun/DSH_Analysis ``adsh_exchnet.py``,
+        plugin README source 4) — one extra pass over the training split per
+        outer iteration, skipped after the last (the anchors are not used
+        after training).
     """
 
     parts: int = 4
@@ -106,6 +118,11 @@ class ExchNetConfig:
     exchange_from_epoch: int = 1
     soft_similarity: bool = True
     reference_scaling: bool = False
+    anchors: str = "batches"
+
+    def __post_init__(self) -> None:
+        if self.anchors not in ANCHOR_SOURCES:
+            raise ValueError(f"exchnet.anchors {self.anchors!r}: use one of {', '.join(ANCHOR_SOURCES)}")
 
 
 def hellinger_diversity(dist: torch.Tensor) -> torch.Tensor:
@@ -217,7 +234,8 @@ class ExchNet(HashingModel):
         labels = batch.labels
         # loss() runs outside the autocast region: hash the (possibly bf16) features in float32
         local, global_f = outputs["local"].float(), outputs["global"].float()
-        self.anchor_stats.add(labels, local)  # this epoch's anchors: class means of f^j
+        if cfg.anchors == "batches":
+            self.anchor_stats.add(labels, local)  # this epoch's anchors: class means of f^j
         if self.training and int(self.epoch) >= cfg.exchange_from_epoch and cfg.exchange_prob > 0:
             keep = torch.rand(local.shape[:2], device=local.device) >= cfg.exchange_prob
             local = exchange_features(local, labels, self.anchors, keep)
@@ -267,20 +285,44 @@ class ExchNet(HashingModel):
             v[:, k] = torch.where(column >= 0, 1.0, -1.0)
         self.database_codes.replace(v)
 
+    def local_features(self, images: torch.Tensor) -> torch.Tensor:
+        """The local features ``f^j`` (B, M, D) alone (Eq. 3): what the anchors average and the exchange replaces."""
+        return self.features(images)[0]
+
+    @torch.no_grad()
+    def eval_pass_anchors(self, ctx: TrainContext) -> None:
+        """Anchors ``C_y^j`` = class means of ``f^j`` over an evaluation pass of the training split (``anchors="eval-pass"``).
+
+        The re-implementation's refresh (aassxun/DSH_Analysis ``adsh_exchnet.py``):
+        the model in eval mode over the whole database (fgbench's training
+        split), no augmentation; classes without an image keep their anchors.
+        """
+        local = ctx.map_train(self.local_features).to(self.anchors.device)
+        means = ClassMeans(self.num_classes, tuple(self.anchors.shape[1:])).to(self.anchors.device)
+        means.add(self.train_labels, local)
+        seen = means.seen()
+        self.anchors[seen] = means.means()[seen]
+
     @torch.no_grad()
     def on_epoch_end(self, epoch: int, ctx: TrainContext) -> None:
-        """At the end of an outer iteration: update ``V`` (network fixed), refresh the anchors ``C`` from its features.
+        """At the end of an outer iteration: update ``V`` (network fixed), refresh the anchors ``C`` (Sec. 3.2).
 
         An outer iteration is one epoch, or ``resample_every`` epochs under the
-        protocol's ``epoch_sample`` (ADSH's schedule).
+        protocol's ``epoch_sample`` (ADSH's schedule).  The anchors come from
+        the outer iteration's training batches, or with ``anchors="eval-pass"``
+        from :meth:`eval_pass_anchors` (not after the last epoch).
         """
         if (epoch + 1) % self.period and epoch + 1 < ctx.epochs:
             return
         before = self.database_codes.codes.clone()
         self.update_database_codes()
         ctx.log("exchnet/v_bits_changed", float((before != self.database_codes.codes).float().mean()))
-        seen = self.anchor_stats.seen()
-        self.anchors[seen] = self.anchor_stats.means()[seen]
+        if self.config.anchors == "eval-pass":
+            if epoch + 1 < ctx.epochs:
+                self.eval_pass_anchors(ctx)
+        else:
+            seen = self.anchor_stats.seen()
+            self.anchors[seen] = self.anchor_stats.means()[seen]
         self.anchor_stats.reset()
         self.omega.replace(torch.zeros_like(self.omega.codes))
         self.epoch.add_(1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import fgbench_exchnet as exchnet
@@ -128,6 +129,44 @@ def test_exchange_in_the_model_starts_once_anchors_exist():
     assert not torch.allclose(model.query_codes.codes[batch.indices], u_no_exchange)
     model.eval()  # no exchange at inference: encode is deterministic
     torch.testing.assert_close(model.encode(batch.images), model.encode(batch.images))
+
+
+def test_eval_pass_anchors_are_class_means_of_part_features_over_the_training_split():
+    """anchors="eval-pass": C_y^j = class mean of f^j over the whole training split in eval mode (the reference's
+    evaluation pass), not over the training batches the outer iteration saw."""
+    torch.manual_seed(0)
+    ctx, model = _model(num_train=12, anchors="eval-pass")
+    batch = random_batch(ctx, batch_size=8)
+    model.train()
+    model.loss(model(batch.images), batch)  # a training batch: must not feed the anchors
+    assert model.anchor_stats.counts.sum() == 0
+    tctx = train_context(ctx, epochs=2, model=model)
+    model.on_epoch_end(0, tctx)
+    assert model.training  # mode restored after the pass
+    model.eval()
+    with torch.no_grad():
+        local = model.features(tctx.map_train(lambda images: images))[0]  # the context's training images
+    labels = torch.as_tensor(ctx.train_labels)
+    expected = torch.stack([local[labels == c].mean(0) for c in range(ctx.num_classes)])
+    torch.testing.assert_close(model.anchors, expected)
+    assert int(model.epoch) == 1
+
+
+def test_eval_pass_is_skipped_after_the_last_epoch_and_batches_mode_never_runs_it():
+    calls: list[int] = []
+    for anchors, epoch, expected_calls in (("eval-pass", 1, 0), ("eval-pass", 0, 1), ("batches", 0, 0)):
+        ctx, model = _model(anchors=anchors)
+        tctx = train_context(ctx, epochs=2, model=model)
+        counting = dataclasses.replace(tctx, map_train=lambda fn, t=tctx: calls.append(1) or t.map_train(fn))
+        calls.clear()
+        model.on_epoch_end(epoch, counting)
+        assert len(calls) == expected_calls, (anchors, epoch)
+
+
+def test_bad_anchors_value_is_a_one_line_error():
+    with pytest.raises(ValueError, match="exchnet.anchors 'eval'.*batches, eval-pass") as info:
+        exchnet.SPEC.make_config({"anchors": "eval"})
+    assert "\n" not in str(info.value)
 
 
 def test_hellinger_diversity_bounds():
