@@ -27,6 +27,8 @@ import torch
 
 from fgbench.data.base import DatasetSpec
 from fgbench.data.embedded import EmbeddedConfig, embedded_spec
+from fgbench.metrics.cost import Cost
+from fgbench.metrics.cost import encode_cost as profile_encode
 from fgbench.methods import Batch, BuildContext, HashingModel, MethodSpec, TrainContext
 from fgbench.hookspecs import hookimpl
 from fgbench._plugins import PluginHost, get_host, load_plugins, set_host
@@ -136,6 +138,14 @@ def train_context(ctx: BuildContext, epochs: int = 1, log: Any = None,
     return TrainContext(device=torch.device("cpu"), epochs=epochs, train_labels=torch.as_tensor(ctx.train_labels),
                         encode_train=lambda: torch.zeros(ctx.num_train, ctx.bits),
                         log=log or (lambda name, value: None), map_train=map_train)
+
+
+def encode_cost(model: torch.nn.Module, input_size: int = 224) -> Cost:
+    """The cost ``fgbench profile`` and every run record report for ``model``: parameters the ``encode`` output
+    depends on (M, ``.params_m``; ``.bare_params`` those held beside layers) and its multiply-accumulates on one
+    ``3 x input_size^2`` image (G, ``.flops_g``).  For plugin tests that compare a model with a paper's cost table.
+    """
+    return profile_encode(model, input_size)
 
 
 def train_on_tiny_embedded(spec: MethodSpec, epochs: int = 3, bits: int = 8, seed: int = 0,

@@ -6,11 +6,10 @@ import math
 
 import pytest
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 import fgbench
 import fgbench_fish
-from fgbench.testing import autocast_loss, build_context, random_batch, registered_plugin, train_steps
+from fgbench.testing import autocast_loss, build_context, encode_cost, random_batch, registered_plugin, train_steps
 from fgbench_fish import SPEC, class_filter, erase_peak, feature_filter
 
 SIZE = 32
@@ -23,17 +22,6 @@ def make(bits: int = 12, num_classes: int = 4, **kwargs):  # type: ignore[no-unt
                         input_size=kwargs.pop("input_size", SIZE), config=SPEC.make_config(overrides), **kwargs)
     return SPEC.build(ctx), ctx
 
-
-def encode_cost(model: torch.nn.Module, size: int) -> tuple[float, float]:
-    """Parameters (M) used by ``encode`` and its multiply-accumulates (G) on one image."""
-    model.eval()
-    x = torch.randn(1, 3, size, size)
-    model.zero_grad(set_to_none=True)
-    model.encode(x).sum().backward()
-    params = sum(p.numel() for p in model.parameters() if p.grad is not None)
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model.encode(x)
-    return params / 1e6, counter.get_total_flops() / 2 / 1e9
 
 
 @pytest.mark.parametrize("bits", [12, 24, 32, 48, 7])
@@ -127,7 +115,8 @@ def test_bf16_autocast_loss_is_float32_and_finite() -> None:
 @pytest.mark.parametrize("backbone", ["resnet50", "resnet18"])
 def test_cost_within_5_percent_of_cmbh_table5(backbone: str) -> None:
     model, _ = make(12, num_classes=200, backbone=backbone, input_size=224)
-    params, flops = encode_cost(model, 224)
+    cost = encode_cost(model, 224)
+    params, flops = cost.params_m, cost.flops_g
     paper = next(r for r in SPEC.paper_results if r.params_m)
     key = f"{backbone}@12"
     assert params == pytest.approx(paper.params_m[key], rel=0.05)

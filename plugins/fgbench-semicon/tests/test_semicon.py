@@ -7,11 +7,10 @@ import math
 
 import pytest
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 import fgbench
 import fgbench_semicon
-from fgbench.testing import (autocast_loss, build_context, random_batch, registered_plugin, train_context,
+from fgbench.testing import (autocast_loss, build_context, encode_cost, random_batch, registered_plugin, train_context,
                              train_steps)
 from fgbench_semicon import ICON, SEMAttention, SPEC, sem_mask, split_bits
 
@@ -25,17 +24,6 @@ def make(bits: int = 12, num_classes: int = 4, **kwargs):  # type: ignore[no-unt
                         **kwargs)
     return SPEC.build(ctx), ctx
 
-
-def encode_cost(model: torch.nn.Module, size: int) -> tuple[float, float]:
-    """Parameters (M) used by ``encode`` and its multiply-accumulates (G) on one image."""
-    model.eval()
-    x = torch.randn(1, 3, size, size)
-    model.zero_grad(set_to_none=True)
-    model.encode(x).sum().backward()
-    params = sum(p.numel() for p in model.parameters() if p.grad is not None)
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model.encode(x)
-    return params / 1e6, counter.get_total_flops() / 2 / 1e9
 
 
 @pytest.mark.parametrize("bits", [12, 24, 32, 48, 7])
@@ -150,7 +138,8 @@ def test_bf16_autocast_loss_is_float32_and_finite() -> None:
 
 def test_cost_within_5_percent_of_cmbh_table5() -> None:
     model, _ = make(12, num_classes=200, backbone="resnet50", input_size=224)
-    params, flops = encode_cost(model, 224)
+    cost = encode_cost(model, 224)
+    params, flops = cost.params_m, cost.flops_g
     paper = next(r for r in SPEC.paper_results if r.params_m)
     assert params == pytest.approx(paper.params_m["resnet50@12"], rel=0.05)
     assert flops == pytest.approx(paper.flops_g["resnet50@12"], rel=0.05)
