@@ -44,6 +44,7 @@ is only a training target, never the database codes.
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -74,16 +75,23 @@ class ExchNetConfig:
     """ExchNet hyper-parameters.
 
     parts: ``M``, attention maps / local features per image.
-    gamma: weight of ADSH's quantization term ``(v_i - u_i)^2`` (ADSH: 200).
+    gamma: weight of ADSH's quantization term ``(v_i - u_i)^2`` in the loss and in
+        ``V``'s update.  Default 0: the reference re-implementation's
+        ``quan_loss=False`` (README, "Other differences from the reference":
+        measured on three seeds); ADSH's own value is 200.
     spatial_weight / channel_weight: weights of the spatial and channel
         diversity constraints.
     channel_margin: margin ``t`` of the channel diversity constraint.
     exchange_prob: probability that a local feature is exchanged with its
         class anchor (Eq. 8: 0.5).
-    exchange_from_epoch: first (0-based) outer iteration with feature
-        exchange (an outer iteration is one epoch, or ``resample_every``
-        epochs with the protocol's ``epoch_sample``); anchors exist from the
-        end of the first, so 1 is the earliest.
+    exchange_from: when feature exchange starts, as the fraction of the
+        job's outer iterations done before it: exchange runs from the 0-based
+        outer iteration ``max(1, floor(exchange_from * T))`` on (``T`` outer
+        iterations: ``epochs``, or ``epochs / resample_every`` with the
+        protocol's ``epoch_sample``; anchors exist from the end of the first,
+        so 1 is the earliest; 1.0 = never).  Default 0.875: the reference's
+        ``align_step = 35`` of ``max_iter = 40`` (exchange in the last 5 of 40
+        outer iterations; the last 2 of 12 in the fair embedded protocol).
     reference_scaling: multiply the similarity and quantization terms by
         ``12 / k`` as the reference re-implementation's loss does (README,
         source 4); identical at 12 bits.
@@ -104,23 +112,27 @@ class ExchNetConfig:
         pass of the whole training split (= the database; model in eval
         mode, no augmentation, ``TrainContext.map_train``), as the
         re-implementation does (aassxun/DSH_Analysis ``adsh_exchnet.py``,
-        plugin README source 4) — one extra pass over the training split per
-        outer iteration, skipped after the last (the anchors are not used
-        after training).
+        plugin README source 4) — one extra pass over the training split at
+        the end of each outer iteration whose successor exchanges (the
+        reference computes anchors from ``align_step`` on), never after the
+        last.  Default ``"eval-pass"`` (the reference's).
     """
 
     parts: int = 4
-    gamma: float = 200.0
+    gamma: float = 0.0
     spatial_weight: float = 1.0
     channel_weight: float = 1.0
     channel_margin: float = 0.4
     exchange_prob: float = 0.5
-    exchange_from_epoch: int = 1
+    exchange_from: float = 0.875
     soft_similarity: bool = True
     reference_scaling: bool = False
-    anchors: str = "batches"
+    anchors: str = "eval-pass"
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.exchange_from <= 1.0:
+            raise ValueError(f"exchnet.exchange_from {self.exchange_from}: use a fraction of the outer iterations "
+                             f"in [0, 1] (0.875: the reference's 35 of 40; 1: no exchange)")
         if self.anchors not in ANCHOR_SOURCES:
             raise ValueError(f"exchnet.anchors {self.anchors!r}: use one of {', '.join(ANCHOR_SOURCES)}")
 
@@ -205,6 +217,9 @@ class ExchNet(HashingModel):
         protocol = ctx.protocol
         self.sampled = int(getattr(protocol, "epoch_sample", 0)) > 0
         self.period = int(getattr(protocol, "resample_every", 1)) if self.sampled else 1
+        outer_iterations = -(-int(getattr(protocol, "epochs", 1)) // self.period)
+        #: first (0-based) outer iteration with feature exchange (config ``exchange_from``; never when past the last)
+        self.exchange_start = max(1, math.floor(cfg.exchange_from * outer_iterations))
         self.omega = CodeMemory(ctx.num_train, 1)  # 1 for the images trained on since V's last update
 
     def features(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -236,7 +251,7 @@ class ExchNet(HashingModel):
         local, global_f = outputs["local"].float(), outputs["global"].float()
         if cfg.anchors == "batches":
             self.anchor_stats.add(labels, local)  # this epoch's anchors: class means of f^j
-        if self.training and int(self.epoch) >= cfg.exchange_from_epoch and cfg.exchange_prob > 0:
+        if self.training and int(self.epoch) >= self.exchange_start and cfg.exchange_prob > 0:
             keep = torch.rand(local.shape[:2], device=local.device) >= cfg.exchange_prob
             local = exchange_features(local, labels, self.anchors, keep)
         u = torch.tanh(self.hash_codes(local, global_f).float())
@@ -318,8 +333,8 @@ class ExchNet(HashingModel):
         self.update_database_codes()
         ctx.log("exchnet/v_bits_changed", float((before != self.database_codes.codes).float().mean()))
         if self.config.anchors == "eval-pass":
-            if epoch + 1 < ctx.epochs:
-                self.eval_pass_anchors(ctx)
+            if epoch + 1 < ctx.epochs and int(self.epoch) + 1 >= self.exchange_start:
+                self.eval_pass_anchors(ctx)  # the next outer iteration exchanges
         else:
             seen = self.anchor_stats.seen()
             self.anchors[seen] = self.anchor_stats.means()[seen]

@@ -109,7 +109,7 @@ def test_exchange_keeps_shapes_and_swaps_only_within_a_class():
 
 def test_exchange_in_the_model_starts_once_anchors_exist():
     torch.manual_seed(0)
-    ctx, model = _model()
+    ctx, model = _model(anchors="batches", exchange_from=0.0)
     batch = random_batch(ctx, batch_size=8)
     model.train()
     logs: list = []
@@ -135,7 +135,7 @@ def test_eval_pass_anchors_are_class_means_of_part_features_over_the_training_sp
     """anchors="eval-pass": C_y^j = class mean of f^j over the whole training split in eval mode (the reference's
     evaluation pass), not over the training batches the outer iteration saw."""
     torch.manual_seed(0)
-    ctx, model = _model(num_train=12, anchors="eval-pass")
+    ctx, model = _model(num_train=12, anchors="eval-pass", exchange_from=0.0)
     batch = random_batch(ctx, batch_size=8)
     model.train()
     model.loss(model(batch.images), batch)  # a training batch: must not feed the anchors
@@ -155,7 +155,7 @@ def test_eval_pass_anchors_are_class_means_of_part_features_over_the_training_sp
 def test_eval_pass_is_skipped_after_the_last_epoch_and_batches_mode_never_runs_it():
     calls: list[int] = []
     for anchors, epoch, expected_calls in (("eval-pass", 1, 0), ("eval-pass", 0, 1), ("batches", 0, 0)):
-        ctx, model = _model(anchors=anchors)
+        ctx, model = _model(anchors=anchors, exchange_from=0.0)
         tctx = train_context(ctx, epochs=2, model=model)
         counting = dataclasses.replace(tctx, map_train=lambda fn, t=tctx: calls.append(1) or t.map_train(fn))
         calls.clear()
@@ -234,7 +234,7 @@ def test_database_codes_are_not_the_encoder():
     torch.testing.assert_close(model.encode(images), codes)
 
 
-@pytest.mark.parametrize("config", [{}, {"exchange_from_epoch": 0}])
+@pytest.mark.parametrize("config", [{}, {"exchange_from": 0.0}, {"gamma": 200.0, "anchors": "batches"}])
 def test_loss_finite_and_decreasing_on_a_fixed_batch(config):
     torch.manual_seed(0)
     ctx, model = _model(**config)
@@ -258,7 +258,7 @@ def _sampled_model(every: int = 2):
     import dataclasses
 
     ctx = build_context(exchnet.SPEC, bits=8, num_classes=4, num_train=16, input_size=32,
-                        config=exchnet.SPEC.make_config({}))
+                        config=exchnet.SPEC.make_config({"anchors": "batches"}))
     ctx = dataclasses.replace(ctx, protocol=ctx.protocol.replace(epoch_sample=8, resample_every=every))
     return ctx, exchnet.build(ctx)
 
@@ -319,3 +319,35 @@ def test_paper_recipe_matches_the_reference_step_count():
     steps = p.epochs * (p.epoch_sample // p.batch_size)
     assert (p.epochs // p.resample_every, p.resample_every, p.epoch_sample, p.batch_size) == (40, 30, 2000, 16)
     assert steps == 150_000 and p.milestones == (35 * 30,)
+
+
+@pytest.mark.parametrize("epochs, every, fraction, start", [(12, 1, 0.875, 10), (1200, 30, 0.875, 35),
+                                                             (40, 1, 0.875, 35), (12, 1, 0.0, 1), (6, 1, 1.0, 6)])
+def test_exchange_starts_at_the_fraction_of_the_outer_iterations(epochs, every, fraction, start):
+    """exchange_from = 0.875: the reference's align_step 35 of max_iter 40 outer iterations, for any schedule."""
+    import dataclasses
+
+    ctx = build_context(exchnet.SPEC, bits=8, num_classes=4, num_train=16, input_size=32,
+                        config=exchnet.SPEC.make_config({"exchange_from": fraction}))
+    sampled = {"epoch_sample": 8, "resample_every": every} if every > 1 else {}
+    ctx = dataclasses.replace(ctx, protocol=ctx.protocol.replace(epochs=epochs, **sampled))
+    assert exchnet.SPEC.build(ctx).exchange_start == start
+
+
+def test_eval_pass_anchors_only_before_outer_iterations_that_exchange():
+    """The reference computes anchors from align_step on: no evaluation pass while exchange has not begun."""
+    calls: list[int] = []
+    ctx, _ = _model()
+    ctx = dataclasses.replace(ctx, protocol=ctx.protocol.replace(epochs=8))
+    model = exchnet.build(ctx)  # the default anchors (eval-pass) and exchange_from (0.875): start 7 of 8
+    for epoch in range(ctx.protocol.epochs):
+        tctx = train_context(ctx, epochs=ctx.protocol.epochs, model=model)
+        counting = dataclasses.replace(tctx, map_train=lambda fn, t=tctx: calls.append(epoch) or t.map_train(fn))
+        model.on_epoch_end(epoch, counting)
+    assert model.exchange_start == 7 and calls == [6]
+
+
+def test_bad_exchange_from_is_a_one_line_error():
+    with pytest.raises(ValueError, match="exchnet.exchange_from 1.5") as info:
+        exchnet.SPEC.make_config({"exchange_from": 1.5})
+    assert "\n" not in str(info.value)
