@@ -94,7 +94,7 @@ class ExchNetConfig:
         outer iterations; the last 2 of 12 in the fair embedded protocol).
     reference_scaling: multiply the similarity and quantization terms by
         ``12 / k`` as the reference re-implementation's loss does (README,
-        source 4); identical at 12 bits.
+        source 4); default on (the reference's); identical at 12 bits.
     soft_similarity: rebalance the dissimilar entries of ``S`` from ``-1`` to
         ``-N+/N-`` (similar / dissimilar pair counts), so that every row of
         ``S`` sums to zero.  ADSH's plain ``S in {-1, +1}`` has a row sum of
@@ -126,7 +126,7 @@ class ExchNetConfig:
     exchange_prob: float = 0.5
     exchange_from: float = 0.875
     soft_similarity: bool = True
-    reference_scaling: bool = False
+    reference_scaling: bool = True
     anchors: str = "eval-pass"
 
     def __post_init__(self) -> None:

@@ -298,8 +298,8 @@ def test_sampled_v_update_uses_only_the_sampled_rows_of_u():
 
 def test_reference_scaling_is_12_over_k():
     torch.manual_seed(0)
-    ctx, plain = _model(bits=24)
-    _, scaled = _model(bits=24, reference_scaling=True)
+    ctx, plain = _model(bits=24, reference_scaling=False, gamma=200.0)  # gamma > 0: both terms are non-zero
+    _, scaled = _model(bits=24, reference_scaling=True, gamma=200.0)
     scaled.load_state_dict(plain.state_dict())
     batch = random_batch(ctx, batch_size=4)
     plain.eval(), scaled.eval()  # no exchange: the same u in both
