@@ -366,3 +366,12 @@ def test_one_code_version_and_one_setting_give_no_warning(tmp_path) -> None:  # 
     assert res.exit_code == 0 and "warning:" not in res.stderr, res.stderr
     page = lb.render_board(lb.build_boards(lb.records_frame(synthetic_records(with_figure_data=False)))[0])
     assert "code versions" not in page and "**Warning:**" not in page
+
+
+def test_setting_line_says_what_an_epoch_is_under_epoch_sampling() -> None:
+    from fgbench.results.leaderboard.boards import _setting_summary
+
+    plain = _setting_summary(json.dumps({"epochs": 12, "epoch_sample": 0, "batch_size": 32}))
+    assert plain == "12 epochs, batch 32"
+    sampled = _setting_summary(json.dumps({"epochs": 1200, "epoch_sample": 2000, "resample_every": 30}))
+    assert sampled == "1200 epochs, 2000 training images per epoch, drawn afresh every 30 epochs"

@@ -6,8 +6,10 @@ epochs, the evaluation.  The bound is three times chance (chance = 1/12): far
 above a collapse to one code (ExchNet once gave mAP 0.094 on seed 1) and
 below every method's measured mAP.
 
-Training eleven methods takes about 16 minutes on 2 CPU cores, more than
-the default suite's budget, so the training test is marked ``slow``
+Training eleven methods takes about 2.5 minutes per seed on 2 CPU cores
+(``fgbench run``: 150 s for seed 0), 7 to 8 minutes for three seeds: too much
+beside the rest of the default suite's 10-minute budget, so the training test
+is marked ``slow``
 (``python -m pytest -m slow tests/test_methods_learn.py`` trains all eleven
 on seeds 0, 1 and 2).  The default suite checks the committed records
 (``records/fair/embedded``: real runs of every bundled method) against the

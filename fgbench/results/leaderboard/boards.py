@@ -151,7 +151,15 @@ def _setting_summary(setting_json: str) -> str:
     p = json.loads(setting_json)
     if p.get("weights") != "imagenet":
         p.pop("imagenet_weights", None)  # only says which ImageNet weights when ImageNet weights are used
-    return ", ".join(label.format(p[key]) for key, label in _SETTING_LABELS if key in p)
+    parts = []
+    for key, label in _SETTING_LABELS:
+        if key in p:
+            parts.append(label.format(p[key]))
+        if key == "epochs" and int(p.get("epoch_sample") or 0) > 0:  # ADSH-style sampling: what an epoch is
+            every = int(p.get("resample_every") or 1)
+            parts.append(f"{p['epoch_sample']} training images per epoch, drawn afresh every "
+                         + ("epoch" if every == 1 else f"{every} epochs"))
+    return ", ".join(parts)
 
 
 def _method_row(method: str, mg: pd.DataFrame, dataset: str, paper: PaperNumbers | None,
