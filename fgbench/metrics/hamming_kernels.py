@@ -110,12 +110,16 @@ def _keeps_torch_threads(fn: F) -> F:
 
 def pack_codes(codes: np.ndarray) -> np.ndarray:
     """Pack {-1,+1} (or {0,1}) codes ``(n, K)`` into uint64 words ``(n, ceil(K/64))``."""
-    bits = np.asarray(codes) > 0
+    bits = np.asarray(codes)
+    if bits.dtype != np.bool_:
+        bits = bits > 0
     n, k = bits.shape
     words = (k + 63) // 64
-    padded = np.zeros((n, words * 64), dtype=bool)
-    padded[:, :k] = bits
-    packed8 = np.packbits(padded, axis=1, bitorder="little")
+    packed8 = np.packbits(bits, axis=1, bitorder="little")  # ceil(k/8) bytes per row, the last zero-padded
+    if packed8.shape[1] != words * 8:  # pad the bytes (not the bits: a smaller copy) to whole 64-bit words
+        full = np.zeros((n, words * 8), dtype=np.uint8)
+        full[:, : packed8.shape[1]] = packed8
+        packed8 = full
     return np.ascontiguousarray(packed8).view(np.uint64).reshape(n, words)
 
 
