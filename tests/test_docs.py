@@ -83,6 +83,23 @@ def test_cli_reference_is_current() -> None:
         "    python -m fgbench.cli._reference > docs/cli.md")
 
 
+def test_cli_reference_does_not_depend_on_commands_run_before() -> None:
+    """`fgbench recipe` builds a `run` context itself; click caches each command's help option at its first
+    context, so that one must inherit the group's `-h, --help` (a fresh process: the cache is per process)."""
+    import subprocess
+    import sys
+
+    script = ("from click.testing import CliRunner\n"
+              "from fgbench.cli import main\n"
+              "from fgbench.cli._reference import render_cli_reference\n"
+              "result = CliRunner().invoke(main, ['recipe', 'dpsh'])\n"
+              "assert result.exit_code == 0, result.output\n"
+              "print(render_cli_reference(), end='')\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout == (DOCS / "cli.md").read_text(encoding="utf-8")
+
+
 def test_api_reference_is_current() -> None:
     from fgbench.cli._api_reference import render_api_reference
 

@@ -42,8 +42,10 @@ def resolve_recipe(registry: Registry, method: str, dataset: str, protocol_name:
         root = click.Context(group_cmd, info_name="fgbench")
     run_cmd = root.command.get_command(root, "run")  # the sibling command, looked up, not imported
     try:
+        # parent=root: click caches a command's help option at its first context; without the group's
+        # context_settings that cache would say "--help" where `fgbench run -h` works (and docs/cli.md shows it)
         run_ctx = run_cmd.make_context("run", ["--methods", method, "--datasets", dataset, "--protocol",
-                                               protocol_name, *run_args], resilient_parsing=False)
+                                               protocol_name, *run_args], parent=root, resilient_parsing=False)
     except click.UsageError as exc:
         raise click.BadParameter(f"fgbench run options: {exc.format_message()}", param_hint="RUN_ARGS") from None
     plan = plan_grid(registry, run_ctx.params)
