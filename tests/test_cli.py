@@ -6,6 +6,7 @@ import dataclasses
 import json
 
 import shutil
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -198,3 +199,11 @@ def test_a_missing_dataset_stops_the_grid_in_one_line_before_anything_is_written
     assert res.output.strip().splitlines()[-1] == "Error: gone: not found at /nowhere/gone; download it first"
     assert "FAILED" not in res.output
     assert not [p for p in results.rglob("*") if p.is_file() or p.is_dir()]
+
+
+def test_leaderboard_hint_writes_beside_the_records_not_over_the_committed_boards(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from fgbench.cli._common import write_hint
+
+    hint = write_hint(tmp_path / "my results")
+    assert hint == f"fgbench leaderboard --results '{tmp_path / 'my results'}' --write '{tmp_path / 'my results' / 'leaderboards'}'"
+    assert write_hint(Path("records")) == "fgbench leaderboard --results records --write"

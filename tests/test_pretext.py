@@ -91,3 +91,19 @@ def test_resnet10_has_no_imagenet_weights_and_takes_pretext_weights(quick_pretex
     assert "\n" not in str(err.value)
     backbone = build_backbone("resnet10", "pretext:16", pretext.WEIGHTS_PROVIDERS)
     assert backbone.weights_source.startswith("pretext:pretext-resnet10-16px-")
+
+
+def test_weights_do_not_depend_on_the_callers_thread_count(quick_pretext) -> None:  # type: ignore[no-untyped-def]
+    """Trained on PRETEXT_THREADS threads whatever the process uses (float sums depend on the thread count);
+    the caller's count is restored."""
+    before = torch.get_num_threads()
+    states = []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            states.append(pretext._train("resnet10", 16))
+            assert torch.get_num_threads() == threads
+    finally:
+        torch.set_num_threads(before)
+    assert states[0].keys() == states[1].keys()
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])

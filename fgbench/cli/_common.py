@@ -222,9 +222,21 @@ def print_leaderboard(results: Path, datasets: set[str] | None = None) -> None:
     boards = build_boards(df, paper_numbers(reg), set(reg.methods.names()))
     for board in boards:
         click.echo("\n" + render_console(board))
-    click.echo("Significance tests and figures: fgbench leaderboard --write")
+    click.echo(f"Significance tests and figures: {write_hint(results)}")
     for warning in board_warnings(boards):
         click.echo(f"warning: {warning}", err=True)
+
+
+def write_hint(results: Path) -> str:
+    """The ``fgbench leaderboard`` command that writes the pages of ``results``: beside those records
+    (``<results>/leaderboards``), so a run's board never overwrites the committed ``leaderboards/`` and
+    ``docs/leaderboards.md``; a bare ``--write`` (those committed pages) only for the ``records`` folder."""
+    import shlex
+
+    if Path(results).resolve() == Path("records").resolve():
+        return "fgbench leaderboard --results records --write"
+    where = shlex.quote(str(results))
+    return f"fgbench leaderboard --results {where} --write {shlex.quote(str(Path(results) / 'leaderboards'))}"
 
 
 def dataset_loader(reg: Any, data_root: Path) -> Any:
