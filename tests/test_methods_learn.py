@@ -7,7 +7,7 @@ above a collapse to one code (ExchNet once gave mAP 0.094 on seed 1) and
 below every method's measured mAP.
 
 Training eleven methods takes about 2.5 minutes per seed on 2 CPU cores
-(``fgbench run``: 150 s for seed 0), 7 to 8 minutes for three seeds: too much
+(``fgbench run``: 150-234 s for seed 0), 7 to 11 minutes for three seeds: too much
 beside the rest of the default suite's 10-minute budget, so the training test
 is marked ``slow``
 (``python -m pytest -m slow tests/test_methods_learn.py`` trains all eleven
