@@ -7,7 +7,8 @@ protocol therefore starts every method from the same backbone pretrained by
 classification on a separate synthetic set: generated with another seed and
 another taxonomy (4 genera x 6 species, other stripe angles, all crown
 colours), so no image or class of the embedded benchmark is seen.  The
-weights are trained once per (backbone, image size), deterministically (on PRETEXT_THREADS threads, so not depending on the machine), and
+weights are trained once per (backbone, image size), deterministically (on
+``PRETEXT_THREADS`` threads, so not depending on the machine's core count), and
 cached under ``$FGBENCH_CACHE`` (default ``~/.cache/fgbench``) behind a
 file lock; the run record names them ``pretext:<file> sha256:<prefix>``.
 
