@@ -197,6 +197,17 @@ def test_evaluate_table_and_a_metric_registered_later(tmp_path: Path) -> None:
     assert "1 record(s) hold no codes" in res.stderr and "rerun" in res.stderr
 
 
+def test_evaluate_leaves_out_metrics_a_convention_does_not_carry_unless_named(tmp_path: Path) -> None:
+    make_record(tmp_path, "alpha", 0)
+    res = CliRunner().invoke(main, ["evaluate", str(tmp_path), "--ties", "index"])
+    assert res.exit_code == 0, res.output
+    rows = [ln for ln in res.stdout.splitlines() if "alpha" in ln]
+    assert rows and not [ln for ln in rows if "n/a" in ln]  # only what the index convention gives (mAP)
+    assert "not shown, not available under their convention: p@10 (index" in res.stderr
+    named = CliRunner().invoke(main, ["evaluate", str(tmp_path), "--ties", "index", "--metric", "p@10"])
+    assert named.exit_code == 0 and "n/a" in named.stdout and "note: n/a = " in named.stderr
+
+
 @pytest.mark.parametrize("args, message", [
     (["nowhere"], "nowhere: no such results folder or record file"),
     (["{root}", "--metric", "nope"], "Unknown metric 'nope'"),

@@ -77,13 +77,22 @@ def evaluate(paths: tuple[Path, ...], metric_names: tuple[str, ...], ties: tuple
         return
     from tabulate import tabulate
 
+    shown = rows
+    if not metric_names:  # every metric by default: leave out the ones a convention does not carry, and say so
+        shown = [r for r in rows if r["value"] is not None] or rows
     table = [[r["protocol"], r["method"], r["dataset"], r["bits"], r["seed"], r["metric"], r["convention"],
-              "n/a" if r["value"] is None else f"{r['value']:.6f}"] for r in rows]
+              "n/a" if r["value"] is None else f"{r['value']:.6f}"] for r in shown]
     click.echo(tabulate(table, headers=["protocol", "method", "dataset", "bits", "seed", "metric", "convention",
                                         "value"], tablefmt="github", disable_numparse=True))
     notes = sorted({r["note"] for r in rows if r["note"]})
-    for note in notes:
-        click.echo(f"note: n/a = {note}", err=True)
+    omitted = sorted({(r["metric"], r["convention"]) for r in rows if r not in shown})
+    if omitted:
+        pairs = ", ".join(f"{m} ({c})" for m, c in omitted)
+        click.echo(f"note: not shown, not available under their convention: {pairs} ({'; '.join(notes)}); "
+                   f"--metric NAME lists a metric anyway", err=True)
+    else:
+        for note in notes:
+            click.echo(f"note: n/a = {note}", err=True)
     if without:
         click.echo(f"note: {len(without)} record(s) hold no codes (written before records kept them, e.g. "
                    f"{without[0]}); rerun those jobs to re-score them", err=True)
