@@ -353,7 +353,7 @@ SPEC = MethodSpec(
             },
             params_m={"resnet50@12": 14.32, "resnet18@12": 4.23},
             flops_g={"resnet50@12": 4.35, "resnet18@12": 1.67},
-            cost_note="params: the table counts layers; the C-vectors (0.205 M, used by encode) are on their own line of fgbench profile; the paper's 14.32 M matches the layers without them. FLOPs: fgbench counts conv and matmul MACs only; the paper's counter also adds element-wise operations (BN, ReLU, pooling)",
+            cost_note="params: the table counts layers; the C-vectors (0.205 M, used by encode) are on their own line of fgbench profile; the paper's counts (14.32 M with ResNet-50, 4.23 M with ResNet-18) match the layers without them. FLOPs: fgbench counts conv and matmul MACs only; the paper's counter also adds element-wise operations (BN, ReLU, pooling)",
         ),
     ),
     # Sec. 4.1: SGD momentum 0.9, weight decay 5e-4; 100 epochs, lr 0.001 divided by 10 at epoch 70;
