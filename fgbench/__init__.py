@@ -17,6 +17,7 @@ from fgbench.data.base import (
     Split,
 )
 from fgbench.hookspecs import API_VERSION, hookimpl, hookspec
+from fgbench.blocks.adsh import adsh_update_database_codes, outer_iteration_epochs
 from fgbench.blocks.cascade import ConvBlock, check_stages, stage_widths
 from fgbench.blocks.losses import (
     balanced_multitask_loss,
@@ -66,6 +67,7 @@ __all__ = [
     "TrainContext",
     "__version__",
     "attention_zoom",
+    "adsh_update_database_codes",
     "balanced_multitask_loss",
     "build_backbone",
     "check_stages",
@@ -74,6 +76,7 @@ __all__ = [
     "hookimpl",
     "hookspec",
     "label_smoothing_ce",
+    "outer_iteration_epochs",
     "mean_average_precision",
     "peak_saliency",
     "saliency_sample",

@@ -1,5 +1,6 @@
 """Method building blocks shared by several plugins, re-exported by :mod:`fgbench` (the public API).
 
+* :mod:`~fgbench.blocks.adsh` — ``adsh_update_database_codes``, ``outer_iteration_epochs`` (ADSH-style methods)
 * :mod:`~fgbench.blocks.memories` — ``CodeMemory``, ``ClassMeans``
 * :mod:`~fgbench.blocks.losses` — ``similar_pair_ratio``, ``label_smoothing_ce``, ``smoothing_for_confidence``,
   ``balanced_multitask_loss``

@@ -60,7 +60,9 @@ from fgbench import (
     MethodSpec,
     PaperResult,
     TrainContext,
+    adsh_update_database_codes,
     hookimpl,
+    outer_iteration_epochs,
     similar_pair_ratio,
 )
 
@@ -144,8 +146,7 @@ class A2Net(HashingModel):
         self.register_buffer("epoch", torch.zeros((), dtype=torch.long))  # outer iterations done
         # ADSH's outer iteration (the reference's train()): V is updated once per subset of the protocol's
         # epoch_sample images, i.e. every resample_every epochs; one epoch without epoch_sample
-        sampled = int(getattr(ctx.protocol, "epoch_sample", 0)) > 0
-        self.period = int(getattr(ctx.protocol, "resample_every", 1)) if sampled else 1
+        self.period = outer_iteration_epochs(ctx.protocol)
         # Omega: the images trained on since V's last update.  Under epoch_sample V is updated from their rows of
         # U only (the others count as zero), as ADSH's expanded U and the reference code's sampled U do
         self.sampled = int(getattr(ctx.protocol, "epoch_sample", 0)) > 0
@@ -189,23 +190,16 @@ class A2Net(HashingModel):
 
     @torch.no_grad()
     def update_database_codes(self) -> None:
-        """ADSH's closed-form bit-wise update of ``V`` with the network fixed.
-
-        ``V_k = sign(k (S^T U)_k + gamma U_k - V_rest U_rest^T U_k)``; ``S^T U`` from
-        class sums: ``(1 + p) sum_{i in y_j} u_i - p sum_i u_i`` for ``S in {1, -p}``.  The rows of ``U``
-        are Omega: every training image, or under the protocol's ``epoch_sample`` the images sampled since the
-        last update (the others count as zero, ADSH's expanded ``U``; the reference code's sampled ``U``).
+        """ADSH's closed-form bit-wise update of ``V`` with the network fixed
+        (:func:`fgbench.adsh_update_database_codes`).  The rows of ``U`` are Omega: every training image, or
+        under the protocol's ``epoch_sample`` the images sampled since the last update (the others count as
+        zero, ADSH's expanded ``U``; the reference code's sampled ``U``).
         """
         u = self.query_codes.codes
         if self.sampled:
             u = u * self.omega.codes
-        v = self.database_codes.codes.clone()
-        sums = torch.zeros(self.num_classes, self.bits, device=u.device).index_add_(0, self.train_labels, u)
-        p = -self.dissimilar
-        q = self.bits * ((1.0 + p) * sums[self.train_labels] - p * u.sum(dim=0, keepdim=True)) + self.config.gamma * u
-        for k in range(self.bits):
-            rest = torch.arange(self.bits, device=u.device) != k
-            v[:, k] = torch.where(q[:, k] - v[:, rest] @ (u[:, rest].T @ u[:, k]) >= 0, 1.0, -1.0)
+        v = adsh_update_database_codes(u, self.database_codes.codes, self.train_labels, self.num_classes,
+                                       self.dissimilar, self.config.gamma)
         self.database_codes.replace(v)
 
     @torch.no_grad()

@@ -61,7 +61,9 @@ from fgbench import (
     MethodSpec,
     PaperResult,
     TrainContext,
+    adsh_update_database_codes,
     hookimpl,
+    outer_iteration_epochs,
     similar_pair_ratio,
 )
 
@@ -216,7 +218,7 @@ class ExchNet(HashingModel):
         # epoch_sample images (every resample_every epochs), with Omega = the images sampled in it
         protocol = ctx.protocol
         self.sampled = int(getattr(protocol, "epoch_sample", 0)) > 0
-        self.period = int(getattr(protocol, "resample_every", 1)) if self.sampled else 1
+        self.period = outer_iteration_epochs(protocol)
         outer_iterations = -(-int(getattr(protocol, "epochs", 1)) // self.period)
         #: first (0-based) outer iteration with feature exchange (config ``exchange_from``; never when past the last)
         self.exchange_start = max(1, math.floor(cfg.exchange_from * outer_iterations))
@@ -277,27 +279,16 @@ class ExchNet(HashingModel):
 
     @torch.no_grad()
     def update_database_codes(self) -> None:
-        """ADSH's closed-form bit-wise update of ``V`` with the network fixed.
-
-        ``V_{*k} = sign(k (S^T U)_{*k} + gamma U_{*k} - V_hat U_hat^T U_{*k})``, where
-        hats drop column ``k``; ``S^T U`` is formed from class sums (no n x n matrix):
-        with ``S_ij = 1`` (same class) or ``-p``, ``(S^T U)_j = (1 + p) sum_{i in y_j} u_i - p sum_i u_i``.
-        Ω (the rows of ``U``) is the whole training set, or with the protocol's
-        ``epoch_sample`` the images sampled since the last update (ADSH's
-        Ω; other rows of ``U`` count as zero, as ADSH's expanded ``U`` does).
+        """ADSH's closed-form bit-wise update of ``V`` with the network fixed
+        (:func:`fgbench.adsh_update_database_codes`).  Ω (the rows of ``U``) is the whole training set, or with
+        the protocol's ``epoch_sample`` the images sampled since the last update (ADSH's Ω; other rows of ``U``
+        count as zero, as ADSH's expanded ``U`` does).
         """
         u = self.query_codes.codes
         if self.sampled:
             u = u * self.omega.codes
-        v = self.database_codes.codes.clone()
-        class_sums = torch.zeros(self.num_classes, self.bits, device=u.device).index_add_(0, self.train_labels, u)
-        p = -self.dissimilar_value
-        s_t_u = (1.0 + p) * class_sums[self.train_labels] - p * u.sum(dim=0, keepdim=True)
-        q = self.bits * s_t_u + self.config.gamma * u
-        for k in range(self.bits):
-            rest = torch.arange(self.bits, device=u.device) != k
-            column = q[:, k] - v[:, rest] @ (u[:, rest].T @ u[:, k])
-            v[:, k] = torch.where(column >= 0, 1.0, -1.0)
+        v = adsh_update_database_codes(u, self.database_codes.codes, self.train_labels, self.num_classes,
+                                       self.dissimilar_value, self.config.gamma)
         self.database_codes.replace(v)
 
     def local_features(self, images: torch.Tensor) -> torch.Tensor:

@@ -70,13 +70,15 @@ from fgbench import (
     MethodSpec,
     PaperResult,
     TrainContext,
+    adsh_update_database_codes,
     hookimpl,
+    outer_iteration_epochs,
     similar_pair_ratio,
 )
 
 FGBENCH_API_VERSION = 2  # uses similar_pair_ratio (API 2)
 
-__all__ = ["ICON", "SEMAttention", "SEMICON", "SEMICONConfig", "SPEC", "outer_iteration_epochs", "sem_mask",
+__all__ = ["ICON", "SEMAttention", "SEMICON", "SEMICONConfig", "SPEC", "sem_mask",
            "split_bits"]
 
 
@@ -98,13 +100,6 @@ class SEMICONConfig:
     min_groups: int = 16
     group_width: int = 64
     gamma: float = 200.0
-
-
-def outer_iteration_epochs(ctx: BuildContext) -> int:
-    """Epochs per outer iteration: the protocol's ``resample_every`` under ADSH-style sampling, else 1."""
-    protocol = ctx.protocol
-    sampled = int(getattr(protocol, "epoch_sample", 0)) > 0
-    return int(getattr(protocol, "resample_every", 1)) if sampled else 1
 
 
 def split_bits(bits: int, parts: int = 3) -> tuple[int, ...]:
@@ -219,7 +214,7 @@ class SEMICON(HashingModel):
         g = torch.Generator().manual_seed(int(ctx.seed))
         self.query_codes = CodeMemory(ctx.num_train, ctx.bits)  # U: latest u_i of every training image
         self.database_codes = CodeMemory(ctx.num_train, ctx.bits, init="sign-random", generator=g)  # V
-        self.period = outer_iteration_epochs(ctx)
+        self.period = outer_iteration_epochs(ctx.protocol)
         # Omega: the images trained on since V's last update.  Under epoch_sample V is updated from their rows of
         # U only (the others count as zero), as ADSH's expanded U and the reference code's sampled U do
         self.sampled = int(getattr(ctx.protocol, "epoch_sample", 0)) > 0
@@ -260,23 +255,16 @@ class SEMICON(HashingModel):
 
     @torch.no_grad()
     def update_database_codes(self) -> None:
-        """ADSH's closed-form bit-wise update of ``V`` with the network fixed.
-
-        ``V_k = sign(k (S^T U)_k + gamma U_k - V_rest U_rest^T U_k)``; ``S^T U`` from
-        class sums: ``(1 + p) sum_{i in y_j} u_i - p sum_i u_i`` for ``S in {1, -p}``.  The rows of ``U``
-        are Omega: every training image, or under the protocol's ``epoch_sample`` the images sampled since the
-        last update (the others count as zero, ADSH's expanded ``U``; the reference code's sampled ``U``).
+        """ADSH's closed-form bit-wise update of ``V`` with the network fixed
+        (:func:`fgbench.adsh_update_database_codes`).  The rows of ``U`` are Omega: every training image, or
+        under the protocol's ``epoch_sample`` the images sampled since the last update (the others count as
+        zero, ADSH's expanded ``U``; the reference code's sampled ``U``).
         """
         u = self.query_codes.codes
         if self.sampled:
             u = u * self.omega.codes
-        v = self.database_codes.codes.clone()
-        sums = torch.zeros(self.num_classes, self.bits, device=u.device).index_add_(0, self.train_labels, u)
-        p = -self.dissimilar
-        q = self.bits * ((1.0 + p) * sums[self.train_labels] - p * u.sum(dim=0, keepdim=True)) + self.config.gamma * u
-        for k in range(self.bits):
-            rest = torch.arange(self.bits, device=u.device) != k
-            v[:, k] = torch.where(q[:, k] - v[:, rest] @ (u[:, rest].T @ u[:, k]) >= 0, 1.0, -1.0)
+        v = adsh_update_database_codes(u, self.database_codes.codes, self.train_labels, self.num_classes,
+                                       self.dissimilar, self.config.gamma)
         self.database_codes.replace(v)
 
     @torch.no_grad()
