@@ -77,15 +77,18 @@ def evaluate(paths: tuple[Path, ...], metric_names: tuple[str, ...], ties: tuple
         return
     from tabulate import tabulate
 
-    shown = rows
+    hidden: list[dict[str, Any]] = []
     if not metric_names:  # every metric by default: leave out the ones a convention does not carry, and say so
-        shown = [r for r in rows if r["value"] is not None] or rows
+        hidden = [r for r in rows if r["value"] is None]
+        if len(hidden) == len(rows):
+            hidden = []
+    shown = [r for r in rows if r["value"] is not None] if hidden else rows
     table = [[r["protocol"], r["method"], r["dataset"], r["bits"], r["seed"], r["metric"], r["convention"],
               "n/a" if r["value"] is None else f"{r['value']:.6f}"] for r in shown]
     click.echo(tabulate(table, headers=["protocol", "method", "dataset", "bits", "seed", "metric", "convention",
                                         "value"], tablefmt="github", disable_numparse=True))
     notes = sorted({r["note"] for r in rows if r["note"]})
-    omitted = sorted({(r["metric"], r["convention"]) for r in rows if r not in shown})
+    omitted = sorted({(r["metric"], r["convention"]) for r in hidden})
     if omitted:
         pairs = ", ".join(f"{m} ({c})" for m, c in omitted)
         click.echo(f"note: not shown, not available under their convention: {pairs} ({'; '.join(notes)}); "
